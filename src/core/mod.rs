@@ -1,0 +1,21 @@
+//! The host-independent core: every primitive of an NDJSON output stream.
+//!
+//! Nothing here names a host crate (no wasm-bindgen, js-sys, tokio, axum or
+//! rusqlite); the server (`server` feature) and the wasm bindings adapt it.
+
+pub mod audit;
+pub mod cancel;
+pub mod capacity;
+pub mod clock;
+pub mod close;
+pub mod config;
+pub mod cursor;
+pub mod digest;
+pub mod framer;
+pub mod http;
+pub mod jwt;
+pub mod lease;
+pub mod producer;
+pub mod protocol;
+// pub mod resumable;
+pub mod token;

@@ -1,0 +1,760 @@
+//! The wire contract of PROTOCOL.md: error codes, control frames, the server's
+//! [`StreamEncoder`] and the client's [`StreamVerifier`].
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::clock::Clock;
+use super::close::CloseReason;
+use super::digest::{hex_digests_equal, is_hex_of_len, PrefixHasher};
+use super::producer::{ChunkProducer, ChunkSink, ProducerTotals};
+
+/// Protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Media type of streamed bodies.
+pub const NDJSON_CONTENT_TYPE: &str = "application/x-ndjson";
+
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident = ($code:literal, $status:literal),)*) => {
+        /// Every error code the server sends, with its HTTP status. The code
+        /// strings live here and nowhere else.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The snake_case wire code.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code,)* }
+            }
+
+            /// The HTTP status of a refusal with this code.
+            pub fn http_status(self) -> u16 {
+                match self { $(ErrorCode::$variant => $status,)* }
+            }
+
+            /// Parses a wire code.
+            pub fn parse(s: &str) -> Option<ErrorCode> {
+                match s { $($code => Some(ErrorCode::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The body is not the JSON the route expects.
+    BadRequest = ("bad_request", 400),
+    /// The SQL does not parse or prepare.
+    QueryError = ("query_error", 400),
+    /// Anything but a read-only query on the read path.
+    StreamUnsupportedStatement = ("stream_unsupported_statement", 400),
+    /// Streaming inside an open transaction.
+    StreamInTransactionUnsupported = ("stream_in_transaction_unsupported", 409),
+    /// Global stream cap reached.
+    ServerStreamCapacityExhausted = ("server_stream_capacity_exhausted", 429),
+    /// The caller's stream cap reached.
+    PrincipalStreamQuotaExhausted = ("principal_stream_quota_exhausted", 429),
+    /// Unknown or foreign cursor.
+    CursorNotFound = ("cursor_not_found", 404),
+    /// Cursor cancelled by its owner.
+    CursorCancelled = ("cursor_cancelled", 409),
+    /// Cursor past its TTL.
+    CursorExpired = ("cursor_expired", 410),
+    /// The resume digest does not match the pinned snapshot.
+    PrefixHashMismatch = ("prefix_hash_mismatch", 409),
+    /// Missing or invalid bearer token.
+    Unauthorized = ("unauthorized", 401),
+    /// Request body over the limit.
+    PayloadTooLarge = ("payload_too_large", 413),
+    /// The request body arrived too slowly.
+    RequestTimeout = ("request_timeout", 408),
+    /// No such route.
+    NotFound = ("not_found", 404),
+    /// Wrong method for the route.
+    MethodNotAllowed = ("method_not_allowed", 405),
+    /// The query hit a configured resource limit (memory, time, row size).
+    ResourceLimitExceeded = ("resource_limit_exceeded", 400),
+    /// An ingest row is malformed.
+    InvalidRow = ("invalid_row", 400),
+    /// An ingest names a column the table lacks.
+    UnknownColumn = ("unknown_column", 400),
+    /// An ingest names a table the tenant lacks.
+    UnknownTable = ("unknown_table", 400),
+    /// `verify: sha256` without `end.sha256`.
+    IntegrityMissingDigest = ("integrity_missing_digest", 400),
+    /// The ingest digest does not match.
+    IntegrityFailed = ("integrity_failed", 400),
+    /// A line exceeds the line-length limit.
+    LineTooLong = ("line_too_long", 413),
+    /// A line is not UTF-8.
+    InvalidUtf8 = ("invalid_utf8", 400),
+    /// The server failed; nothing the client did.
+    InternalError = ("internal_error", 500),
+    /// The server is shutting down.
+    ShuttingDown = ("shutting_down", 503),
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body of every refusal, `{"error":{"code":..,"message":..,...}}`, and
+/// of an in-band error line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// snake_case code.
+    pub code: String,
+    /// Human text.
+    pub message: String,
+    /// Extra fields (`limit`, `current`, `line`, `expected`, ...).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ErrorBody {
+    /// A body with no extra fields.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code: code.as_str().to_owned(),
+            message: message.into(),
+            extra: Default::default(),
+        }
+    }
+
+    /// Adds an extra field.
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// `{"error":{...}}` as a string.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&ErrorEnvelope {
+            error: self.clone(),
+        })
+        .unwrap_or_default()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+/// A result column: name and declared type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    /// Column name as the query reports it.
+    pub name: String,
+    /// Declared type (`INTEGER`, `TEXT`, ... or empty for expressions).
+    #[serde(rename = "type")]
+    pub decl_type: String,
+}
+
+/// The first line of every stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFrame {
+    /// 32-hex lease handle of this response.
+    pub lease: String,
+    /// Pinned snapshot.
+    pub snapshot_lsn: u64,
+    /// Whether a cursor was issued.
+    pub resumable: bool,
+    /// Why not resumable (a stable code), when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// 48-hex cursor, or null.
+    pub cursor: Option<String>,
+    /// When the snapshot and cursor expire (ms since epoch).
+    pub expires_at_ms: u64,
+    /// Result columns.
+    pub columns: Vec<Column>,
+    /// Rows skipped by a resume (0 on a fresh stream).
+    pub after_rows: u64,
+}
+
+/// The last line of every complete stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndFrame {
+    /// Why it ended.
+    pub reason: CloseReason,
+    /// Rows from row 0, including rows a resume skipped.
+    pub row_count: u64,
+    /// Digest of rows `0..row_count`.
+    pub prefix_hash: String,
+    /// Lease of this response.
+    pub lease: String,
+    /// Bytes of this response's body before the `end` line.
+    pub bytes: u64,
+}
+
+/// One control line as sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlLine {
+    /// `{"open":{...}}`
+    Open(OpenFrame),
+    /// `{"error":{...}}`
+    Error(ErrorBody),
+    /// `{"end":{...}}`
+    End(EndFrame),
+}
+
+impl ControlLine {
+    /// The line's JSON, without newline.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Prefix every row line starts with, as the server writes it.
+pub const ROW_PREFIX: &[u8] = b"{\"row\":";
+
+/// The server side of one response: frames rows, hashes them and feeds the
+/// chunk producer. Rows are written straight into one reused line buffer.
+pub struct StreamEncoder<C: Clock> {
+    producer: ChunkProducer<C>,
+    hasher: PrefixHasher,
+    row_count: u64,
+    line: Vec<u8>,
+    lease: String,
+    errored: bool,
+}
+
+impl<C: Clock> StreamEncoder<C> {
+    /// An encoder for a fresh stream (`hasher` empty, `row_count` 0) or a
+    /// resume (`hasher` holding the digest of the first `row_count` rows).
+    pub fn new(
+        producer: ChunkProducer<C>,
+        hasher: PrefixHasher,
+        row_count: u64,
+        lease: impl Into<String>,
+    ) -> Self {
+        Self {
+            producer,
+            hasher,
+            row_count,
+            line: Vec::with_capacity(256),
+            lease: lease.into(),
+            errored: false,
+        }
+    }
+
+    /// Writes the `open` line.
+    pub fn open<S: ChunkSink>(&mut self, open: &OpenFrame, sink: &mut S) -> Result<(), S::Error> {
+        let line = ControlLine::Open(open.clone()).to_json();
+        self.producer.push_control(line.as_bytes(), sink)
+    }
+
+    /// Writes one row; `write_value` appends the row's JSON value (an object
+    /// or array) to the buffer it is given.
+    pub fn row_with<S, F>(&mut self, write_value: F, sink: &mut S) -> Result<(), S::Error>
+    where
+        S: ChunkSink,
+        F: FnOnce(&mut Vec<u8>),
+    {
+        self.line.clear();
+        self.line.extend_from_slice(ROW_PREFIX);
+        write_value(&mut self.line);
+        self.line.push(b'}');
+        self.hasher.update_line(&self.line);
+        self.row_count += 1;
+        self.producer.push_row(&self.line, sink)
+    }
+
+    /// Writes one row from raw JSON bytes of its value.
+    pub fn row_raw<S: ChunkSink>(
+        &mut self,
+        value_json: &[u8],
+        sink: &mut S,
+    ) -> Result<(), S::Error> {
+        self.row_with(|b| b.extend_from_slice(value_json), sink)
+    }
+
+    /// Writes the in-band error line (at most one per stream; later calls are ignored).
+    pub fn error<S: ChunkSink>(&mut self, body: &ErrorBody, sink: &mut S) -> Result<(), S::Error> {
+        if self.errored {
+            return Ok(());
+        }
+        self.errored = true;
+        let line = ControlLine::Error(body.clone()).to_json();
+        self.producer.push_control(line.as_bytes(), sink)
+    }
+
+    /// Writes the `end` line and the terminal flush. Returns the frame sent.
+    pub fn end<S: ChunkSink>(
+        &mut self,
+        reason: CloseReason,
+        sink: &mut S,
+    ) -> Result<EndFrame, S::Error> {
+        let t = self.producer.totals();
+        let end = EndFrame {
+            reason,
+            row_count: self.row_count,
+            prefix_hash: self.hasher.hex_digest(),
+            lease: self.lease.clone(),
+            bytes: t.bytes + self.producer.buffered_bytes() as u64,
+        };
+        let line = ControlLine::End(end.clone()).to_json();
+        self.producer.push_control(line.as_bytes(), sink)?;
+        self.producer.finish(sink)?;
+        Ok(end)
+    }
+
+    /// Rows from row 0.
+    pub fn row_count(&self) -> u64 {
+        self.row_count
+    }
+
+    /// The running digest.
+    pub fn hasher(&self) -> &PrefixHasher {
+        &self.hasher
+    }
+
+    /// The producer (deadline queries, latency flushes).
+    pub fn producer(&mut self) -> &mut ChunkProducer<C> {
+        &mut self.producer
+    }
+
+    /// Producer totals.
+    pub fn totals(&self) -> ProducerTotals {
+        self.producer.totals()
+    }
+}
+
+/// How a client stream went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ClientError {
+    /// The rows received do not hash to the server's `end.prefix_hash`, or the
+    /// counts differ.
+    #[error("digest mismatch: {0}")]
+    DigestMismatch(String),
+    /// The body broke the protocol (no `open` first, rows after `end`, ...).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A line is not JSON.
+    #[error("malformed line {line}: {message}")]
+    MalformedLine {
+        /// Line number in this response (1-based).
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// Stable code for JS `RowstreamError.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ClientError::DigestMismatch(_) => "digest_mismatch",
+            ClientError::Protocol(_) => "protocol_error",
+            ClientError::MalformedLine { .. } => "malformed_line",
+        }
+    }
+}
+
+/// What one line was.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// The `open` line.
+    Open(OpenFrame),
+    /// A row line (the caller parses it; it is hashed already).
+    Row,
+    /// The in-band error line.
+    Error(ErrorBody),
+    /// The `end` line, verified.
+    End(EndFrame),
+    /// A control line this client does not know (ignored, as the protocol says).
+    Ignored,
+}
+
+/// Client-side state across one logical stream and all its resumes: hashes
+/// row lines, checks `open`/`end`, and knows what to resume from.
+#[derive(Debug, Clone, Default)]
+pub struct StreamVerifier {
+    hasher: PrefixHasher,
+    rows: u64,
+    open: Option<OpenFrame>,
+    cursor: Option<String>,
+    end: Option<EndFrame>,
+    lines_in_response: u64,
+    resumes: u32,
+}
+
+/// Body of a resume request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeRequest {
+    /// The cursor.
+    pub cursor: String,
+    /// Rows held.
+    pub after_rows: u64,
+    /// Their digest.
+    pub prefix_hash: String,
+}
+
+impl StreamVerifier {
+    /// A verifier holding no rows.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes one line of a response (as framed, without newline).
+    pub fn accept(&mut self, line: &str) -> Result<StreamEvent, ClientError> {
+        self.lines_in_response += 1;
+        let n = self.lines_in_response;
+        if self.end.is_some() {
+            return Err(ClientError::Protocol(format!("line {n} arrived after end")));
+        }
+        let bytes = line.as_bytes();
+        if bytes.starts_with(ROW_PREFIX) && bytes.ends_with(b"}") {
+            return self.row(line, n);
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| ClientError::MalformedLine {
+                line: n,
+                message: e.to_string(),
+            })?;
+        let Some(obj) = value.as_object().filter(|o| o.len() == 1) else {
+            return Err(ClientError::MalformedLine {
+                line: n,
+                message: "not a single-key object".into(),
+            });
+        };
+        let (key, inner) = obj.iter().next().expect("one key");
+        match key.as_str() {
+            "row" => self.row(line, n),
+            "open" => {
+                let open: OpenFrame = serde_json::from_value(inner.clone()).map_err(|e| {
+                    ClientError::MalformedLine {
+                        line: n,
+                        message: format!("bad open: {e}"),
+                    }
+                })?;
+                if self.open.is_some() {
+                    return Err(ClientError::Protocol(
+                        "second open line in one response".into(),
+                    ));
+                }
+                if open.after_rows != self.rows {
+                    return Err(ClientError::Protocol(format!(
+                        "open.after_rows is {} but {} rows are held",
+                        open.after_rows, self.rows
+                    )));
+                }
+                if let Some(c) = &open.cursor {
+                    self.cursor = Some(c.clone());
+                }
+                self.open = Some(open.clone());
+                Ok(StreamEvent::Open(open))
+            }
+            "error" => {
+                self.require_open(n)?;
+                let body: ErrorBody = serde_json::from_value(inner.clone()).map_err(|e| {
+                    ClientError::MalformedLine {
+                        line: n,
+                        message: format!("bad error: {e}"),
+                    }
+                })?;
+                Ok(StreamEvent::Error(body))
+            }
+            "end" => {
+                self.require_open(n)?;
+                let end: EndFrame = serde_json::from_value(inner.clone()).map_err(|e| {
+                    ClientError::MalformedLine {
+                        line: n,
+                        message: format!("bad end: {e}"),
+                    }
+                })?;
+                if end.row_count != self.rows {
+                    return Err(ClientError::DigestMismatch(format!(
+                        "server counted {} rows, {} were received",
+                        end.row_count, self.rows
+                    )));
+                }
+                if !is_hex_of_len(&end.prefix_hash, 64)
+                    || !hex_digests_equal(&end.prefix_hash, &self.hasher.hex_digest())
+                {
+                    return Err(ClientError::DigestMismatch(format!(
+                        "server digest {} differs from received {}",
+                        end.prefix_hash,
+                        self.hasher.hex_digest()
+                    )));
+                }
+                self.end = Some(end.clone());
+                Ok(StreamEvent::End(end))
+            }
+            _ => {
+                self.require_open(n)?;
+                Ok(StreamEvent::Ignored)
+            }
+        }
+    }
+
+    fn require_open(&self, n: u64) -> Result<(), ClientError> {
+        if self.open.is_none() {
+            return Err(ClientError::Protocol(format!(
+                "line {n} came before the open line"
+            )));
+        }
+        Ok(())
+    }
+
+    fn row(&mut self, line: &str, n: u64) -> Result<StreamEvent, ClientError> {
+        self.require_open(n)?;
+        self.hasher.update_line(line.as_bytes());
+        self.rows += 1;
+        Ok(StreamEvent::Row)
+    }
+
+    /// Prepares for the next response of the same stream (a resume): rows and
+    /// digest are kept, the open line is expected again. Returns the request
+    /// body, or `None` when the stream has no cursor (not resumable).
+    pub fn begin_resume(&mut self) -> Option<ResumeRequest> {
+        let cursor = self.cursor.clone()?;
+        if self.end.is_some() {
+            return None;
+        }
+        self.open = None;
+        self.lines_in_response = 0;
+        self.resumes += 1;
+        Some(ResumeRequest {
+            cursor,
+            after_rows: self.rows,
+            prefix_hash: self.hasher.hex_digest(),
+        })
+    }
+
+    /// Rows received and verified-so-far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Running digest.
+    pub fn prefix_hash(&self) -> String {
+        self.hasher.hex_digest()
+    }
+
+    /// The cursor, once an open line carried one.
+    pub fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
+    }
+
+    /// The verified end, once seen.
+    pub fn end(&self) -> Option<&EndFrame> {
+        self.end.as_ref()
+    }
+
+    /// The open line of the current response.
+    pub fn open(&self) -> Option<&OpenFrame> {
+        self.open.as_ref()
+    }
+
+    /// Resumes so far.
+    pub fn resumes(&self) -> u32 {
+        self.resumes
+    }
+
+    /// True once a verified `end` was seen.
+    pub fn is_complete(&self) -> bool {
+        self.end.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::clock::FakeClock;
+    use crate::core::config::StreamConfig;
+    use crate::core::framer::NdjsonFramer;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn open(after_rows: u64, cursor: Option<&str>) -> OpenFrame {
+        OpenFrame {
+            lease: "1".repeat(32),
+            snapshot_lsn: 3,
+            resumable: cursor.is_some(),
+            reason: cursor.is_none().then(|| "aggregate".to_string()),
+            cursor: cursor.map(str::to_owned),
+            expires_at_ms: 99,
+            columns: vec![Column {
+                name: "id".into(),
+                decl_type: "INTEGER".into(),
+            }],
+            after_rows,
+        }
+    }
+
+    fn encode(
+        rows: std::ops::Range<u64>,
+        hasher: PrefixHasher,
+        cursor: Option<&str>,
+    ) -> (Vec<u8>, EndFrame) {
+        let producer = ChunkProducer::new(&StreamConfig::default(), FakeClock::new(0));
+        let mut enc = StreamEncoder::new(producer, hasher, rows.start, "1".repeat(32));
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        enc.open(&open(rows.start, cursor), &mut out).unwrap();
+        for i in rows {
+            enc.row_with(
+                |b| b.extend_from_slice(format!("{{\"id\":{i}}}").as_bytes()),
+                &mut out,
+            )
+            .unwrap();
+        }
+        let end = enc.end(CloseReason::Ok, &mut out).unwrap();
+        (out.concat(), end)
+    }
+
+    fn verify(v: &mut StreamVerifier, body: &[u8]) -> Result<Vec<StreamEvent>, ClientError> {
+        let mut framer = NdjsonFramer::new();
+        let lines = framer.push_collect(body).unwrap();
+        lines.iter().map(|l| v.accept(l)).collect()
+    }
+
+    #[test]
+    fn error_codes_are_unique_and_parse_back() {
+        let mut seen = std::collections::HashSet::new();
+        for &c in ErrorCode::ALL {
+            assert!(seen.insert(c.as_str()), "duplicate {c}");
+            assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
+            assert!((400..600).contains(&c.http_status()));
+        }
+        assert_eq!(ErrorCode::CursorNotFound.http_status(), 404);
+        assert_eq!(ErrorCode::CursorExpired.http_status(), 410);
+        assert_eq!(ErrorCode::PrincipalStreamQuotaExhausted.http_status(), 429);
+    }
+
+    #[test]
+    fn error_body_shape() {
+        let b = ErrorBody::new(ErrorCode::ServerStreamCapacityExhausted, "full")
+            .with("limit", 3)
+            .with("current", 3);
+        let v: serde_json::Value = serde_json::from_str(&b.to_json()).unwrap();
+        assert_eq!(v["error"]["code"], "server_stream_capacity_exhausted");
+        assert_eq!(v["error"]["limit"], 3);
+        assert_eq!(v.as_object().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn encoded_stream_verifies_end_to_end() {
+        let (body, end) = encode(0..500, PrefixHasher::new(), Some(&"c".repeat(48)));
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(text.starts_with("{\"open\":{"));
+        assert!(text
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("{\"end\":{\"reason\":\"ok\""));
+        assert_eq!(end.row_count, 500);
+        let mut v = StreamVerifier::new();
+        let events = verify(&mut v, &body).unwrap();
+        assert!(matches!(events.last(), Some(StreamEvent::End(e)) if e.row_count == 500));
+        assert!(v.is_complete());
+        assert_eq!(v.prefix_hash(), end.prefix_hash);
+        assert_eq!(
+            end.bytes as usize,
+            body.len() - text.trim_end().lines().last().unwrap().len() - 1
+        );
+    }
+
+    #[test]
+    fn resumed_stream_verifies_across_responses() {
+        let cursor = "c".repeat(48);
+        let (full, full_end) = encode(0..100, PrefixHasher::new(), Some(&cursor));
+        // The client received 40 rows, then the connection dropped.
+        let lines: Vec<&str> = std::str::from_utf8(&full).unwrap().lines().collect();
+        let mut v = StreamVerifier::new();
+        for l in &lines[..41] {
+            v.accept(l).unwrap();
+        }
+        let resume = v.begin_resume().unwrap();
+        assert_eq!(
+            (resume.after_rows, resume.cursor.as_str()),
+            (40, cursor.as_str())
+        );
+        let mut server_hasher = PrefixHasher::new();
+        for l in &lines[1..41] {
+            server_hasher.update_line(l.as_bytes());
+        }
+        assert_eq!(server_hasher.hex_digest(), resume.prefix_hash);
+        let (rest, end) = encode(40..100, server_hasher, Some(&cursor));
+        verify(&mut v, &rest).unwrap();
+        assert_eq!(end.prefix_hash, full_end.prefix_hash);
+        assert_eq!(v.rows(), 100);
+        assert_eq!(v.resumes(), 1);
+    }
+
+    #[test]
+    fn tampered_or_truncated_streams_are_caught() {
+        let (body, _) = encode(0..10, PrefixHasher::new(), None);
+        let mut tampered = body.clone();
+        let pos = tampered.windows(6).position(|w| w == b"\"id\":5").unwrap();
+        tampered[pos + 5] = b'6';
+        let err = verify(&mut StreamVerifier::new(), &tampered).unwrap_err();
+        assert_eq!(err.code(), "digest_mismatch");
+
+        // Drop a row line: counts differ.
+        let text = std::str::from_utf8(&body).unwrap();
+        let dropped: String = text
+            .lines()
+            .enumerate()
+            .filter(|(i, _)| *i != 3)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            verify(&mut StreamVerifier::new(), dropped.as_bytes())
+                .unwrap_err()
+                .code(),
+            "digest_mismatch"
+        );
+
+        // Cut before end: no error, but not complete, and no cursor to resume.
+        let cut: String = text.lines().take(5).map(|l| format!("{l}\n")).collect();
+        let mut v = StreamVerifier::new();
+        verify(&mut v, cut.as_bytes()).unwrap();
+        assert!(!v.is_complete());
+        assert!(
+            v.begin_resume().is_none(),
+            "non-resumable stream has no resume"
+        );
+    }
+
+    #[test]
+    fn protocol_violations() {
+        let mut v = StreamVerifier::new();
+        assert_eq!(
+            v.accept("{\"row\":{\"id\":1}}").unwrap_err().code(),
+            "protocol_error"
+        );
+        let mut v = StreamVerifier::new();
+        assert_eq!(v.accept("not json").unwrap_err().code(), "malformed_line");
+        assert_eq!(
+            v.accept("{\"a\":1,\"b\":2}").unwrap_err().code(),
+            "malformed_line"
+        );
+        let mut v = StreamVerifier::new();
+        v.accept(&ControlLine::Open(open(0, None)).to_json())
+            .unwrap();
+        assert_eq!(
+            v.accept("{\"heartbeat\":{}}").unwrap(),
+            StreamEvent::Ignored
+        );
+        assert_eq!(v.accept("{ \"row\" : [1] }").unwrap(), StreamEvent::Row);
+        let mut wrong_after = StreamVerifier::new();
+        assert_eq!(
+            wrong_after
+                .accept(&ControlLine::Open(open(5, None)).to_json())
+                .unwrap_err()
+                .code(),
+            "protocol_error"
+        );
+    }
+}

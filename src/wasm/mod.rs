@@ -1,0 +1,5 @@
+//! wasm-bindgen bindings: the JS face of the core.
+
+mod clock;
+
+pub use clock::JsClock;
