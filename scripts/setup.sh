@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need, skipping whatever is already there.
+# Sourced by scripts/test.sh and scripts/demo.sh; safe to run on its own.
+#   - the wasm32-unknown-unknown Rust target
+#   - wasm-bindgen-cli at exactly the version pinned in Cargo.toml
+#   - (tests only, ROWSTREAM_SETUP_BROWSER=1) Debian's chromium + chromium-driver
+set -euo pipefail
+
+rowstream_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+pinned_wasm_bindgen_version() {
+  sed -nE 's/^wasm-bindgen = "=([0-9.]+)".*/\1/p' "$rowstream_root/Cargo.toml" | head -n 1
+}
+
+ensure_wasm_target() {
+  if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    say "installing the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown
+  fi
+}
+
+ensure_wasm_bindgen() {
+  local want have
+  want="$(pinned_wasm_bindgen_version)"
+  have="$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)"
+  if [ "$have" != "$want" ]; then
+    say "installing wasm-bindgen-cli $want (found '${have:-none}'; takes 5-15 minutes once)"
+    # --locked fails on this registry (a locked dependency version is missing).
+    cargo install wasm-bindgen-cli --version "$want" --force
+  fi
+}
+
+ensure_browser() {
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    say "installing Debian chromium + chromium-driver"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+}
+
+ensure_node_modules() { # DIR: npm ci (or install) when node_modules is missing or stale
+  local dir="$1"
+  [ -f "$dir/package.json" ] || return 0
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package.json" -nt "$dir/node_modules" ]; then
+    say "installing npm dev dependencies in $dir"
+    if [ -f "$dir/package-lock.json" ]; then
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    else
+      (cd "$dir" && npm install --no-audit --no-fund --loglevel=error)
+    fi
+    touch "$dir/node_modules"
+  fi
+}
+
+ensure_toolchain() {
+  command -v node >/dev/null || { echo "node (20+) is required" >&2; exit 1; }
+  ensure_wasm_target
+  ensure_wasm_bindgen
+  if [ "${ROWSTREAM_SETUP_BROWSER:-0}" = 1 ]; then
+    ensure_browser
+  fi
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  ROWSTREAM_SETUP_BROWSER=1 ensure_toolchain
+fi

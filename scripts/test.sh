@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Runs every test of rowstream, installing what is missing first:
+#   format and lints (native and wasm32), native tests (core + server),
+#   wasm tests in Node and in headless Chromium, the JS suites against the
+#   built npm package and a real server, and the browser end-to-end test.
+# Logs go to test-output/. Exits non-zero on the first failing step, or when
+# a runner ran no test at all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+ROWSTREAM_SETUP_BROWSER=1 ensure_toolchain
+
+out="test-output"
+rm -rf "$out"
+mkdir -p "$out"
+passed=0
+failed=0
+started=$(date +%s)
+
+# run_step NAME CMD...: runs CMD, keeps its output in $out/NAME.log.
+run_step() {
+  local name="$1"
+  shift
+  say "$name"
+  local t0=$(date +%s)
+  if ! "$@" >"$out/$name.log" 2>&1; then
+    tail -n 80 "$out/$name.log"
+    echo "FAILED: $name (full log: $out/$name.log)" >&2
+    echo "rowstream tests: $passed passed, $((failed + 1)) failed"
+    exit 1
+  fi
+  echo "    ok in $(($(date +%s) - t0))s" >&2
+}
+
+# Sums "test result: ok. N passed; M failed" lines of a cargo/wasm-bindgen log.
+count_rust() {
+  local log="$1" p f
+  p=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+  f=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+  passed=$((passed + p))
+  failed=$((failed + f))
+  echo "    $p passed, $f failed" >&2
+  if [ "$p" -eq 0 ]; then
+    echo "FAILED: $log ran no test" >&2
+    exit 1
+  fi
+}
+
+# Sums node --test's "# pass N" / "# fail N".
+count_node() {
+  local log="$1" p f
+  p=$(awk '/^# pass /{s+=$3} END {print s+0}' "$log")
+  f=$(awk '/^# fail /{s+=$3} END {print s+0}' "$log")
+  passed=$((passed + p))
+  failed=$((failed + f))
+  echo "    $p passed, $f failed" >&2
+  if [ "$p" -eq 0 ]; then
+    echo "FAILED: $log ran no test" >&2
+    exit 1
+  fi
+}
+
+run_step fmt cargo fmt --all --check
+run_step clippy-native cargo clippy --all-targets --features server -- -D warnings
+run_step clippy-wasm32 cargo clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
+
+run_step native-tests cargo test --features server
+count_rust "$out/native-tests.log"
+
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
+run_step wasm-node cargo test --target wasm32-unknown-unknown
+count_rust "$out/wasm-node.log"
+
+run_step wasm-chromium env WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER=/usr/bin/chromedriver \
+  cargo test --target wasm32-unknown-unknown
+if ! grep -q 'Running headless tests in Chrome' "$out/wasm-chromium.log"; then
+  echo "FAILED: the wasm browser run did not run in Chromium" >&2
+  exit 1
+fi
+count_rust "$out/wasm-chromium.log"
+
+if [ -x scripts/build-pkg.sh ]; then
+  run_step build-pkg scripts/build-pkg.sh
+fi
+
+if compgen -G "tests/js/*.test.mjs" >/dev/null; then
+  ensure_node_modules tests/js
+  run_step build-server cargo build --features server --bin rowstream
+  export ROWSTREAM_BIN="$PWD/target/debug/rowstream"
+  run_step js-tests node --test --test-reporter=tap tests/js/
+  count_node "$out/js-tests.log"
+fi
+
+if compgen -G "tests/e2e/*.test.mjs" >/dev/null; then
+  ensure_node_modules tests/e2e
+  run_step e2e-tests node --test --test-reporter=tap tests/e2e/
+  count_node "$out/e2e-tests.log"
+fi
+
+say "all steps passed in $(($(date +%s) - started))s"
+echo "rowstream tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
