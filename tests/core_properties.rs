@@ -44,7 +44,10 @@ fn random_body(rng: &mut Rng, rows: usize) -> (Vec<u8>, Vec<String>) {
     let mut lines = Vec::new();
     for i in 0..rows {
         let text = SAMPLES[rng.below(SAMPLES.len())];
-        let line = format!("{{\"row\":{{\"id\":{i},\"s\":\"{text}\",\"n\":{}}}}}", rng.next() as i64);
+        let line = format!(
+            "{{\"row\":{{\"id\":{i},\"s\":\"{text}\",\"n\":{}}}}}",
+            rng.next() as i64
+        );
         body.extend_from_slice(line.as_bytes());
         match rng.below(6) {
             0 => body.extend_from_slice(b"\r\n"),
@@ -88,11 +91,19 @@ fn framer_output_is_independent_of_random_splits() {
             let n = rng.below(12);
             let mut cuts: Vec<usize> = (0..n).map(|_| rng.below(body.len() + 1)).collect();
             cuts.sort_unstable();
-            assert_eq!(frame_with_splits(&body, &cuts).unwrap(), lines, "seed {seed}, cuts {cuts:?}");
+            assert_eq!(
+                frame_with_splits(&body, &cuts).unwrap(),
+                lines,
+                "seed {seed}, cuts {cuts:?}"
+            );
         }
         // One byte at a time: every UTF-8 sequence is split.
         let every: Vec<usize> = (1..body.len()).collect();
-        assert_eq!(frame_with_splits(&body, &every).unwrap(), lines, "seed {seed}: byte by byte");
+        assert_eq!(
+            frame_with_splits(&body, &every).unwrap(),
+            lines,
+            "seed {seed}: byte by byte"
+        );
     }
 }
 
@@ -104,7 +115,11 @@ fn invalid_utf8_error_is_independent_of_splits() {
     let expected = frame_with_splits(&body, &[]).unwrap_err();
     assert_eq!(expected, FramerError::InvalidUtf8 { line: 3, offset: 8 });
     for cut in 0..=body.len() {
-        assert_eq!(frame_with_splits(&body, &[cut]).unwrap_err(), expected, "cut {cut}");
+        assert_eq!(
+            frame_with_splits(&body, &[cut]).unwrap_err(),
+            expected,
+            "cut {cut}"
+        );
     }
 }
 
@@ -115,7 +130,11 @@ fn hasher_per_line_equals_one_shot_of_the_concatenation() {
         let rows = rng.below(50);
         let (_, lines) = random_body(&mut rng, rows);
         let concat: String = lines.concat();
-        assert_eq!(prefix_hash_of(&lines), sha256_hex(concat.as_bytes()), "seed {seed}");
+        assert_eq!(
+            prefix_hash_of(&lines),
+            sha256_hex(concat.as_bytes()),
+            "seed {seed}"
+        );
     }
 }
 
@@ -136,8 +155,15 @@ fn produced_chunks_frame_back_to_the_same_lines() {
         let mut f = NdjsonFramer::new();
         let mut back = Vec::new();
         for c in &chunks {
-            assert!(c.len() <= limits.buffer_bytes.max(longest), "seed {seed}: chunk too big");
-            assert_eq!(c.last(), Some(&b'\n'), "seed {seed}: a row line spans two chunks");
+            assert!(
+                c.len() <= limits.buffer_bytes.max(longest),
+                "seed {seed}: chunk too big"
+            );
+            assert_eq!(
+                c.last(),
+                Some(&b'\n'),
+                "seed {seed}: a row line spans two chunks"
+            );
             back.extend(f.push_collect(c).unwrap());
         }
         assert_eq!(back, lines, "seed {seed}");
