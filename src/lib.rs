@@ -3,6 +3,9 @@
 
 pub mod core;
 
+#[cfg(feature = "server")]
+pub mod server;
+
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 
@@ -23,4 +26,4 @@ pub use crate::core::jwt::parse_jwt_exp_ms;
 pub use crate::core::lease::{LeaseIssuer, Scope, StreamLease};
 pub use crate::core::producer::{ChunkProducer, ChunkSink, FlushReason};
 pub use crate::core::protocol::{ErrorCode, StreamEncoder, StreamVerifier};
-// pub use crate::core::resumable::{assess_resumability, Resumability};
+pub use crate::core::resumable::{assess_resumability, Resumability};

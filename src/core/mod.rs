@@ -17,5 +17,5 @@ pub mod jwt;
 pub mod lease;
 pub mod producer;
 pub mod protocol;
-// pub mod resumable;
+pub mod resumable;
 pub mod token;
