@@ -13,6 +13,7 @@ pub mod cursor;
 pub mod digest;
 pub mod framer;
 pub mod http;
+pub mod ingest;
 pub mod jwt;
 pub mod lease;
 pub mod producer;
