@@ -6,6 +6,9 @@ pub mod core;
 #[cfg(feature = "server")]
 pub mod server;
 
+#[cfg(feature = "server")]
+pub mod demo;
+
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 

@@ -1,0 +1,207 @@
+//! `rowstream serve`: the reference server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use rowstream::core::audit::{AuditSink, JsonLinesAuditSink};
+use rowstream::core::config::{StreamConfig, KEYS};
+use rowstream::server::Server;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rowstream",
+    version,
+    about = "Stream SQLite query results as verified, resumable NDJSON (PROTOCOL.md v1).",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve POST /v1/query/stream and POST /v1/query/stream/cancel.
+    #[command(after_long_help = after_help())]
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// SQLite database served as tenant `default` (created if missing; switched to WAL).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+
+    /// Serve another tenant from its own database file. Repeatable.
+    #[arg(long = "tenant", value_name = "NAME=PATH", value_parser = parse_tenant)]
+    tenants: Vec<(String, PathBuf)>,
+
+    /// Address to listen on (HOST:PORT); port 0 picks a free port (the real address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    listen: String,
+
+    /// Static bearer token mapped to a tenant and principal. Repeatable.
+    #[arg(long = "token", value_name = "TOKEN=TENANT:PRINCIPAL", value_parser = parse_token)]
+    tokens: Vec<(String, String, String)>,
+
+    /// Accept HS256 JWTs signed with this secret (`sub` = principal, `tenant` claim = tenant, `exp` enforced).
+    #[arg(
+        long,
+        env = "ROWSTREAM_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    jwt_secret: Option<String>,
+
+    /// Boot-time stream.* value (a tenant's rowstream_config table overrides it). Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    settings: Vec<(String, String)>,
+
+    /// Audit log file (JSON lines, appended). Default: stderr.
+    #[arg(long, value_name = "PATH")]
+    audit_log: Option<PathBuf>,
+
+    /// Serve the files of this directory at / (for example the demo's www/).
+    #[arg(long, value_name = "DIR")]
+    static_dir: Option<PathBuf>,
+}
+
+fn after_help() -> String {
+    let d = StreamConfig::default();
+    let keys: Vec<String> = KEYS
+        .iter()
+        .map(|k| format!("  {k:<34} default {}", d.value_of(k).unwrap_or_default()))
+        .collect();
+    format!(
+        "Authentication:\n  With no --token and no --jwt-secret the server is OPEN: every caller is principal\n  `anonymous` in tenant `default`. Otherwise requests need `Authorization: Bearer <token>`.\n  The tenant always comes from the server's configuration, never from a request header.\n\n\
+Configuration keys (--set KEY=VALUE, or rows of `rowstream_config(key TEXT PRIMARY KEY, value)`\n  in a tenant database, read when a stream opens and frozen for it):\n{}\n\n\
+Endpoints:\n  POST /v1/query/stream          {{\"query\":\"SELECT ...\",\"params\":[...],\"shape\":\"object\"|\"array\"}}\n                                 or {{\"cursor\":\"...\",\"after_rows\":N,\"prefix_hash\":\"...\"}}\n  POST /v1/query/stream/cancel   {{\"cursor\":\"...\"}}\n  GET  /v1/debug/stats           pinned snapshots, running streams, slots, cursors\n\n\
+Values: INTEGER exact, REAL as JSON numbers (NaN/Infinity as null), TEXT as strings,\n  BLOB as base64 strings, NULL as null. Only single read-only queries are streamed.\n\n\
+Shutdown: SIGINT/SIGTERM end running streams (`end` reason cancelled) and exit.\n\n\
+Example:\n  rowstream serve --db app.sqlite --listen 127.0.0.1:0 --token s3cret=default:alice \\\n    --set stream.snapshot.ttl_ms=30000 --audit-log audit.jsonl",
+        keys.join("\n")
+    )
+}
+
+fn parse_tenant(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| "expected NAME=PATH".to_string())?;
+    if name.is_empty() || path.is_empty() {
+        return Err("expected NAME=PATH".into());
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
+}
+
+fn parse_token(s: &str) -> Result<(String, String, String), String> {
+    let (token, rest) = s
+        .rsplit_once('=')
+        .ok_or_else(|| "expected TOKEN=TENANT:PRINCIPAL".to_string())?;
+    let (tenant, principal) = rest
+        .split_once(':')
+        .ok_or_else(|| "expected TOKEN=TENANT:PRINCIPAL".to_string())?;
+    if token.is_empty() || tenant.is_empty() || principal.is_empty() {
+        return Err("expected TOKEN=TENANT:PRINCIPAL".into());
+    }
+    Ok((token.into(), tenant.into(), principal.into()))
+}
+
+fn parse_set(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| "expected KEY=VALUE".to_string())?;
+    if !KEYS.contains(&k) {
+        return Err(format!(
+            "unknown key {k:?}; known keys: {}",
+            KEYS.join(", ")
+        ));
+    }
+    Ok((k.into(), v.into()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rowstream: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut b = Server::builder();
+    if let Some(db) = args.db {
+        b = b.db(db);
+    }
+    for (name, path) in args.tenants {
+        b = b.tenant(name, path);
+    }
+    for (token, tenant, principal) in args.tokens {
+        b = b.token(token, tenant, principal);
+    }
+    if let Some(secret) = args.jwt_secret.filter(|s| !s.is_empty()) {
+        b = b.jwt_secret(secret.into_bytes());
+    }
+    for (k, v) in args.settings {
+        b = b.set(k, v);
+    }
+    if let Some(dir) = args.static_dir {
+        b = b.static_dir(dir);
+    }
+    if let Some(path) = &args.audit_log {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("audit log {}: {e}", path.display()))?;
+        let sink: Arc<dyn AuditSink> = Arc::new(JsonLinesAuditSink::new(file));
+        b = b.audit_sink(sink);
+    }
+    let server = b.build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let addr = listener.local_addr()?;
+        if server.is_open() {
+            eprintln!(
+                "WARNING: no --token or --jwt-secret configured: this server is OPEN, every caller is `anonymous`"
+            );
+        }
+        println!("listening on http://{addr}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        server.serve(listener, shutdown_signal()).await?;
+        eprintln!("rowstream: shut down");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,648 @@
+//! The native reference server (feature `server`): PROTOCOL.md §1–3, §5, §6
+//! over axum/hyper/tokio and embedded SQLite.
+//!
+//! The binary `rowstream` is a thin command line over [`Server`]; tests and
+//! embedders start the same server in-process:
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let server = rowstream::server::Server::builder()
+//!     .db("app.sqlite")
+//!     .token("s3cret", "default", "alice")
+//!     .build()
+//!     .expect("valid configuration");
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! server.serve(listener, std::future::pending()).await
+//! # }
+//! ```
+//!
+//! Users who only want to stream rows from their own axum handlers use
+//! [`integration`] instead. Design notes: `SERVER.md`.
+
+pub mod auth;
+pub mod integration;
+pub mod pipe;
+mod rewrite;
+mod routes;
+pub mod sql;
+mod stream;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::core::audit::{AuditEvent, AuditSink, JsonLinesAuditSink};
+use crate::core::capacity::StreamCapacityRegistry;
+use crate::core::clock::SystemClock;
+use crate::core::config::{StreamConfig, KEYS};
+use crate::core::cursor::CursorRegistry;
+use crate::core::lease::{LeaseIssuer, Scope};
+
+use self::auth::Auth;
+use self::pipe::{SharedClock, StopCause, StreamCtl};
+use self::sql::{ConnectionInit, ReadConn};
+use self::stream::Pinned;
+
+pub use self::auth::{sign_hs256, Caller};
+
+/// Rows between two resume checkpoints, by default.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1024;
+
+/// Most pinned snapshots (cursors) held at once, by default.
+pub const DEFAULT_MAX_PINNED: usize = 1024;
+
+/// Largest accepted request body (1 MiB).
+pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
+
+/// Idle read connections kept per tenant.
+const POOL_SIZE: usize = 8;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A configuration the server refuses to start with.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No database at all.
+    #[error("no database: pass --db PATH or --tenant NAME=PATH")]
+    NoTenant,
+    /// A `--set` key that is not a `stream.*` key.
+    #[error("unknown configuration key {0:?} (known: {known})", known = KEYS.join(", "))]
+    UnknownKey(String),
+    /// An open server must know which tenant anonymous callers read.
+    #[error("several tenants and no token: configure --token or --jwt-secret, or name one tenant `default`")]
+    AmbiguousOpenTenant,
+    /// A token names a tenant that is not served.
+    #[error("token for unknown tenant {0:?}")]
+    TokenTenant(String),
+    /// The same tenant twice.
+    #[error("tenant {0:?} is configured twice")]
+    DuplicateTenant(String),
+    /// A database could not be opened or put in WAL mode.
+    #[error("database {path}: {source}")]
+    Database {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The database refused WAL mode.
+    #[error("database {0}: could not switch to WAL journal mode")]
+    NotWal(PathBuf),
+}
+
+/// One tenant: a database file, a writer-less keeper connection that keeps the
+/// WAL files alive and observes commits, and a pool of read connections.
+pub(crate) struct Tenant {
+    pub(crate) path: PathBuf,
+    keeper: Mutex<Connection>,
+    /// `(last data_version seen by the keeper, snapshot_lsn)`.
+    lsn: Mutex<(i64, u64)>,
+    pool: Mutex<Vec<ReadConn>>,
+    init: Option<ConnectionInit>,
+}
+
+impl Tenant {
+    fn open(path: &Path, init: Option<ConnectionInit>) -> Result<Tenant, ServerError> {
+        let db_err = |source| ServerError::Database {
+            path: path.to_owned(),
+            source,
+        };
+        let keeper = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err)?;
+        keeper
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(db_err)?;
+        let mode: String = keeper
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(db_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(ServerError::NotWal(path.to_owned()));
+        }
+        let dv: i64 = keeper
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(db_err)?;
+        Ok(Tenant {
+            path: path.to_owned(),
+            keeper: Mutex::new(keeper),
+            lsn: Mutex::new((dv, 1)),
+            pool: Mutex::new(Vec::new()),
+            init,
+        })
+    }
+
+    /// A read connection from the pool (or a new one).
+    pub(crate) fn checkout(&self) -> rusqlite::Result<ReadConn> {
+        if let Some(c) = lock(&self.pool).pop() {
+            return Ok(c);
+        }
+        ReadConn::open(&self.path, self.init.as_ref())
+    }
+
+    /// Returns a connection to the pool (only when no transaction is open).
+    pub(crate) fn checkin(&self, rc: ReadConn) {
+        if !rc.conn.is_autocommit() && rc.conn.execute_batch("ROLLBACK").is_err() {
+            return;
+        }
+        let mut pool = lock(&self.pool);
+        if pool.len() < POOL_SIZE {
+            pool.push(rc);
+        }
+    }
+
+    fn data_version(&self) -> rusqlite::Result<i64> {
+        lock(&self.keeper).query_row("PRAGMA data_version", [], |r| r.get(0))
+    }
+
+    fn lsn_for(&self, dv: i64) -> u64 {
+        let mut l = lock(&self.lsn);
+        if l.0 != dv {
+            l.0 = dv;
+            l.1 += 1;
+        }
+        l.1
+    }
+
+    /// Opens a read transaction on `rc` and returns its `snapshot_lsn`.
+    ///
+    /// The keeper's `data_version` is read before and after the pin; when it
+    /// did not move, the pinned snapshot is exactly the version the keeper
+    /// observed, and `snapshot_lsn` counts the distinct committed versions the
+    /// server has observed for this tenant (equal numbers ⇔ same data).
+    pub(crate) fn pin(&self, rc: &ReadConn) -> rusqlite::Result<u64> {
+        let mut last = 0;
+        for _ in 0..4 {
+            let before = self.data_version()?;
+            rc.conn.execute_batch("BEGIN")?;
+            rc.conn
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                    r.get::<_, i64>(0)
+                })?;
+            let after = self.data_version()?;
+            if before == after {
+                return Ok(self.lsn_for(after));
+            }
+            last = after;
+            rc.conn.execute_batch("ROLLBACK")?;
+        }
+        rc.conn.execute_batch("BEGIN")?;
+        rc.conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+        Ok(self.lsn_for(last))
+    }
+}
+
+/// Counters for monitoring and tests (`GET /v1/debug/stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServerStats {
+    /// Read transactions held open for cursors (each costs WAL growth).
+    pub pinned_snapshots: usize,
+    /// Responses being produced right now.
+    pub running_streams: usize,
+    /// Capacity slots held.
+    pub slots_in_use: u32,
+    /// Live cursors.
+    pub cursors_live: usize,
+    /// Cursor tombstones.
+    pub cursor_tombstones: usize,
+    /// Rows re-read (skipped or re-hashed) to verify resumes, in total. With
+    /// checkpoints and the rowid rewrite this grows by less than the
+    /// checkpoint interval per resume, however late the resume point.
+    pub resume_rows_replayed: u64,
+}
+
+/// Shared state of one server.
+pub(crate) struct AppState {
+    pub(crate) tenants: HashMap<String, Arc<Tenant>>,
+    pub(crate) auth: Auth,
+    pub(crate) boot: StreamConfig,
+    pub(crate) audit: Arc<dyn AuditSink>,
+    pub(crate) clock: SharedClock,
+    pub(crate) capacity: StreamCapacityRegistry,
+    pub(crate) cursors: CursorRegistry<Pinned>,
+    pub(crate) leases: LeaseIssuer,
+    pub(crate) running: Mutex<HashMap<u64, Arc<StreamCtl>>>,
+    pub(crate) next_stream: AtomicU64,
+    pub(crate) shutting_down: AtomicBool,
+    pub(crate) pinned: Arc<AtomicUsize>,
+    pub(crate) replayed: AtomicU64,
+    pub(crate) checkpoint_every: u64,
+    pub(crate) max_pinned: usize,
+    pub(crate) static_dir: Option<PathBuf>,
+}
+
+impl AppState {
+    pub(crate) fn record(&self, e: AuditEvent) {
+        self.audit.record(&e);
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn stats(&self) -> ServerStats {
+        let c = self.cursors.stats();
+        ServerStats {
+            pinned_snapshots: self.pinned.load(Ordering::SeqCst),
+            running_streams: lock(&self.running).len(),
+            slots_in_use: self.capacity.global_in_use(),
+            cursors_live: c.live,
+            cursor_tombstones: c.tombstones,
+            resume_rows_replayed: self.replayed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops every running stream (cause `shutdown`) and refuses new ones.
+    fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let running: Vec<_> = lock(&self.running).values().cloned().collect();
+        for ctl in running {
+            ctl.stop(StopCause::Shutdown);
+        }
+    }
+}
+
+/// Builds a [`Server`].
+pub struct ServerBuilder {
+    tenants: Vec<(String, PathBuf)>,
+    tokens: Vec<(String, Scope)>,
+    jwt_secret: Option<Vec<u8>>,
+    settings: BTreeMap<String, String>,
+    audit: Option<Arc<dyn AuditSink>>,
+    clock: SharedClock,
+    checkpoint_every: u64,
+    max_pinned: usize,
+    static_dir: Option<PathBuf>,
+    init: Option<ConnectionInit>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("tenants", &self.tenants)
+            .field("tokens", &self.tokens.len())
+            .field("jwt", &self.jwt_secret.is_some())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// Serves `path` as tenant `default`.
+    pub fn db(self, path: impl Into<PathBuf>) -> Self {
+        self.tenant("default", path)
+    }
+
+    /// Serves `path` as tenant `name`.
+    pub fn tenant(mut self, name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        self.tenants.push((name.into(), path.into()));
+        self
+    }
+
+    /// A static bearer token for `tenant`/`principal`.
+    pub fn token(
+        mut self,
+        token: impl Into<String>,
+        tenant: impl Into<String>,
+        principal: impl Into<String>,
+    ) -> Self {
+        self.tokens
+            .push((token.into(), Scope::new(tenant.into(), principal.into())));
+        self
+    }
+
+    /// Accept HS256 JWTs signed with `secret`.
+    pub fn jwt_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.jwt_secret = Some(secret.into());
+        self
+    }
+
+    /// A boot-time `stream.*` value (the tenant's `rowstream_config` wins).
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.insert(key.into(), value.into());
+        self
+    }
+
+    /// Where audit events go (default: JSON lines on stderr).
+    pub fn audit_sink(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// The clock (default: the system clock).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Rows between resume checkpoints (default 1024, at least 1).
+    pub fn checkpoint_every(mut self, rows: u64) -> Self {
+        self.checkpoint_every = rows.max(1);
+        self
+    }
+
+    /// Most snapshots pinned at once, over all tenants (default 1024). Past
+    /// it, resumable queries are streamed without a cursor
+    /// (`open.reason` = `snapshot_limit`).
+    pub fn max_pinned(mut self, n: usize) -> Self {
+        self.max_pinned = n;
+        self
+    }
+
+    /// Runs `init` on every read connection (register SQL functions...).
+    pub fn connection_init(
+        mut self,
+        init: impl Fn(&Connection) -> rusqlite::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.init = Some(Arc::new(init));
+        self
+    }
+
+    /// Serve the files of `dir` at `/` (GET only).
+    pub fn static_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.static_dir = Some(dir.into());
+        self
+    }
+
+    /// Opens every database (creating missing files, switching to WAL) and
+    /// checks the configuration.
+    pub fn build(self) -> Result<Server, ServerError> {
+        if self.tenants.is_empty() {
+            return Err(ServerError::NoTenant);
+        }
+        if let Some(k) = self.settings.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(ServerError::UnknownKey(k.clone()));
+        }
+        let boot = StreamConfig::load(&self.settings);
+        let mut tenants = HashMap::new();
+        for (name, path) in &self.tenants {
+            if tenants.contains_key(name) {
+                return Err(ServerError::DuplicateTenant(name.clone()));
+            }
+            tenants.insert(
+                name.clone(),
+                Arc::new(Tenant::open(path, self.init.clone())?),
+            );
+        }
+        for (_, scope) in &self.tokens {
+            if !tenants.contains_key(&scope.tenant) {
+                return Err(ServerError::TokenTenant(scope.tenant.clone()));
+            }
+        }
+        let open_tenant = if tenants.contains_key("default") {
+            Some("default".to_owned())
+        } else if tenants.len() == 1 {
+            tenants.keys().next().cloned()
+        } else {
+            None
+        };
+        let auth = Auth::new(
+            self.tokens.into_iter().collect(),
+            self.jwt_secret,
+            open_tenant.clone(),
+        );
+        if auth.is_open() && open_tenant.is_none() {
+            return Err(ServerError::AmbiguousOpenTenant);
+        }
+        let audit = self
+            .audit
+            .unwrap_or_else(|| Arc::new(JsonLinesAuditSink::new(std::io::stderr())));
+        Ok(Server {
+            state: Arc::new(AppState {
+                tenants,
+                auth,
+                boot,
+                audit,
+                clock: self.clock,
+                capacity: StreamCapacityRegistry::new(),
+                cursors: CursorRegistry::new(),
+                leases: LeaseIssuer::new(),
+                running: Mutex::new(HashMap::new()),
+                next_stream: AtomicU64::new(1),
+                shutting_down: AtomicBool::new(false),
+                pinned: Arc::new(AtomicUsize::new(0)),
+                replayed: AtomicU64::new(0),
+                checkpoint_every: self.checkpoint_every,
+                max_pinned: self.max_pinned,
+                static_dir: self.static_dir,
+            }),
+        })
+    }
+}
+
+/// The server: state plus routes. Cheap to clone a [`ServerHandle`] from.
+pub struct Server {
+    state: Arc<AppState>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+/// Stats and shutdown for a running server.
+#[derive(Clone)]
+pub struct ServerHandle {
+    state: Arc<AppState>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle").finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// Current counters.
+    pub fn stats(&self) -> ServerStats {
+        self.state.stats()
+    }
+
+    /// Expires cursors past their TTL and releases their pinned snapshots.
+    /// [`Server::serve`] does this every 100 ms; call it from your own timer
+    /// when you serve [`Server::router`] yourself.
+    pub fn prune_cursors(&self) -> usize {
+        self.state.cursors.prune(self.state.now_ms())
+    }
+
+    /// Ends every running stream with reason `cancelled` (cause `shutdown`)
+    /// and refuses new ones with `503 shutting_down`.
+    pub fn begin_shutdown(&self) {
+        self.state.begin_shutdown();
+    }
+}
+
+impl Server {
+    /// A builder with no tenant yet.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            tenants: Vec::new(),
+            tokens: Vec::new(),
+            jwt_secret: None,
+            settings: BTreeMap::new(),
+            audit: None,
+            clock: Arc::new(SystemClock),
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            max_pinned: DEFAULT_MAX_PINNED,
+            static_dir: None,
+            init: None,
+        }
+    }
+
+    /// True when no token or secret is configured (every caller is `anonymous`).
+    pub fn is_open(&self) -> bool {
+        self.state.auth.is_open()
+    }
+
+    /// The boot-time configuration (before each tenant's runtime table).
+    pub fn boot_config(&self) -> &StreamConfig {
+        &self.state.boot
+    }
+
+    /// A handle for stats and shutdown.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            state: self.state.clone(),
+        }
+    }
+
+    /// The axum router (routes, CORS, errors), for embedding or custom serving.
+    /// Cursor pruning needs [`Server::serve`], or a timer calling
+    /// [`ServerHandle::prune_cursors`].
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.state.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then ends running streams (they send
+    /// their `end` line with reason `cancelled`), waits for them, and returns.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let pruner = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    tick.tick().await;
+                    let now = state.now_ms();
+                    state.cursors.prune(now);
+                }
+            })
+        };
+        let app = self.router();
+        let st = state.clone();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                st.begin_shutdown();
+            })
+            .await;
+        state.begin_shutdown();
+        for _ in 0..100 {
+            if lock(&state.running).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        pruner.abort();
+        result
+    }
+
+    /// Starts the server on its own thread and runtime (tests, embedding in
+    /// synchronous programs). The address may use port 0.
+    pub fn spawn(self, addr: &str) -> std::io::Result<BackgroundServer> {
+        let std_listener = std::net::TcpListener::bind(addr)?;
+        std_listener.set_nonblocking(true)?;
+        let local_addr = std_listener.local_addr()?;
+        let handle = self.handle();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("rowstream-server".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+                    self.serve(listener, async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                })
+            })?;
+        Ok(BackgroundServer {
+            addr: local_addr,
+            handle,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A server running on its own thread; dropping it shuts it down.
+#[derive(Debug)]
+pub struct BackgroundServer {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl BackgroundServer {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stats and shutdown.
+    pub fn handle(&self) -> &ServerHandle {
+        &self.handle
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> ServerStats {
+        self.handle.stats()
+    }
+
+    /// Graceful shutdown; waits for the server thread.
+    pub fn shutdown(mut self) -> std::io::Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("server thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BackgroundServer {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}

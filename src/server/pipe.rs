@@ -1,0 +1,486 @@
+//! The hand-off between a blocking producer thread and the HTTP body.
+//!
+//! A [`Pipe`] owns the stream's [`StreamEncoder`] (and so its
+//! [`ChunkProducer`](crate::core::producer::ChunkProducer)) behind one mutex,
+//! plus a small bounded queue of finished chunks:
+//!
+//! - the producer thread (SQLite stepping, or a user's iterator) locks it once
+//!   per row to encode the row; a full chunk goes to the queue; when the queue
+//!   holds [`MAX_QUEUED_CHUNKS`] chunks the thread waits (backpressure: a slow
+//!   reader never makes the server buffer more than a few chunks);
+//! - the [`PipeBody`] (polled by hyper) pops chunks, and when nothing is queued
+//!   but rows are buffered it arms a tokio timer at the producer's
+//!   [`next_deadline_ms`](crate::core::producer::ChunkProducer::next_deadline_ms)
+//!   and calls `flush_if_due` when it fires — the latency cap holds while the
+//!   query stalls between rows, without the stepping thread's help;
+//! - dropping the body before the stream finished is a client disconnect: it
+//!   raises the stream's [`StreamCtl`] with cause `disconnect`, which
+//!   interrupts the running statement.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+
+use crate::core::cancel::CancelToken;
+use crate::core::clock::Clock;
+use crate::core::close::CloseReason;
+use crate::core::producer::ChunkSink;
+use crate::core::protocol::{OpenFrame, StreamEncoder};
+
+/// The clock every server component shares.
+pub type SharedClock = Arc<dyn Clock + Send + Sync>;
+
+/// Chunks a pipe holds before its producer waits.
+pub const MAX_QUEUED_CHUNKS: usize = 4;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why a running stream was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// The cancel endpoint.
+    Cancel,
+    /// The client went away.
+    Disconnect,
+    /// The server is shutting down.
+    Shutdown,
+    /// The snapshot's TTL ran out.
+    SnapshotExpired,
+    /// A resume of the same cursor took over.
+    Superseded,
+}
+
+impl StopCause {
+    /// `end.reason` / audit reason.
+    pub fn reason(self) -> CloseReason {
+        match self {
+            StopCause::SnapshotExpired => CloseReason::SnapshotExpired,
+            _ => CloseReason::Cancelled,
+        }
+    }
+
+    /// Audit `cause`.
+    pub fn cause(self) -> &'static str {
+        match self {
+            StopCause::Cancel => "cancel",
+            StopCause::Disconnect => "disconnect",
+            StopCause::Shutdown => "shutdown",
+            StopCause::SnapshotExpired => "snapshot_expired",
+            StopCause::Superseded => "superseded",
+        }
+    }
+}
+
+/// Control of one running response: a cancel token, the first cause that
+/// raised it, and a hook that interrupts the statement being stepped.
+pub struct StreamCtl {
+    token: CancelToken,
+    cause: OnceLock<StopCause>,
+    interrupt: Mutex<Option<Box<dyn Fn() + Send>>>,
+    pipe: Weak<Pipe>,
+}
+
+impl std::fmt::Debug for StreamCtl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamCtl")
+            .field("cancelled", &self.token.is_cancelled())
+            .field("cause", &self.cause.get())
+            .finish()
+    }
+}
+
+impl StreamCtl {
+    /// A control for the stream feeding `pipe`.
+    pub fn new(pipe: &Arc<Pipe>) -> Arc<StreamCtl> {
+        let ctl = Arc::new(StreamCtl {
+            token: CancelToken::new(),
+            cause: OnceLock::new(),
+            interrupt: Mutex::new(None),
+            pipe: Arc::downgrade(pipe),
+        });
+        let weak = Arc::downgrade(&ctl);
+        ctl.token.on_cancel(move || {
+            if let Some(ctl) = weak.upgrade() {
+                if let Some(i) = lock(&ctl.interrupt).as_ref() {
+                    i();
+                }
+                if let Some(p) = ctl.pipe.upgrade() {
+                    p.space.notify_all();
+                }
+            }
+        });
+        ctl
+    }
+
+    /// Stops the stream (the first cause wins). Idempotent.
+    pub fn stop(&self, cause: StopCause) {
+        let _ = self.cause.set(cause);
+        self.token.cancel();
+    }
+
+    /// Whether the stream was told to stop.
+    pub fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// The cause, once stopped.
+    pub fn cause(&self) -> Option<StopCause> {
+        if self.token.is_cancelled() {
+            Some(self.cause.get().copied().unwrap_or(StopCause::Cancel))
+        } else {
+            None
+        }
+    }
+
+    /// Installs the interrupt hook (runs at once if already stopped).
+    pub fn set_interrupt(&self, f: impl Fn() + Send + 'static) {
+        let mut slot = lock(&self.interrupt);
+        if self.token.is_cancelled() {
+            f();
+        }
+        *slot = Some(Box::new(f));
+    }
+
+    /// Removes the interrupt hook (the statement is done).
+    pub fn clear_interrupt(&self) {
+        lock(&self.interrupt).take();
+    }
+}
+
+/// Ties a running statement to a [`StreamCtl`]: a stop calls
+/// `sqlite3_interrupt`, and a progress handler (every 1000 VM steps) checks
+/// the stop flag too. The handler closes the gap `sqlite3_interrupt` leaves
+/// (an interrupt that lands while no statement is running is forgotten when
+/// the next one starts). Dropping the guard removes both, so a late stop can
+/// never touch what runs next on the (pooled) connection.
+pub struct StatementWatch<'c> {
+    ctl: Arc<StreamCtl>,
+    conn: &'c rusqlite::Connection,
+}
+
+impl<'c> StatementWatch<'c> {
+    /// Starts watching `conn` for `ctl`.
+    pub fn new(ctl: &Arc<StreamCtl>, conn: &'c rusqlite::Connection) -> Self {
+        let stop = ctl.clone();
+        conn.progress_handler(1000, Some(move || stop.is_stopped()));
+        let interrupt = conn.get_interrupt_handle();
+        ctl.set_interrupt(move || interrupt.interrupt());
+        StatementWatch {
+            ctl: ctl.clone(),
+            conn,
+        }
+    }
+}
+
+impl Drop for StatementWatch<'_> {
+    fn drop(&mut self) {
+        self.ctl.clear_interrupt();
+        self.conn.progress_handler(0, None::<fn() -> bool>);
+    }
+}
+
+struct PipeState<C: Clock> {
+    enc: Option<StreamEncoder<C>>,
+    queue: VecDeque<Bytes>,
+    finished: bool,
+    waker: Option<Waker>,
+}
+
+struct QueueSink<'a>(&'a mut VecDeque<Bytes>);
+
+impl ChunkSink for QueueSink<'_> {
+    type Error = Infallible;
+    fn write_chunk(&mut self, chunk: &[u8]) -> Result<(), Infallible> {
+        self.0.push_back(Bytes::copy_from_slice(chunk));
+        Ok(())
+    }
+}
+
+/// See the module docs.
+pub struct Pipe {
+    st: Mutex<PipeState<SharedClock>>,
+    space: Condvar,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for Pipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipe").finish_non_exhaustive()
+    }
+}
+
+/// What [`Pipe::finish`] reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Finished {
+    /// Rows from row 0.
+    pub row_count: u64,
+    /// Bytes of the whole response body.
+    pub bytes: u64,
+}
+
+impl Pipe {
+    /// An empty pipe; [`Pipe::start`] installs the encoder.
+    pub fn new(clock: SharedClock) -> Arc<Pipe> {
+        Arc::new(Pipe {
+            st: Mutex::new(PipeState {
+                enc: None,
+                queue: VecDeque::new(),
+                finished: false,
+                waker: None,
+            }),
+            space: Condvar::new(),
+            clock,
+        })
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// Installs the encoder and writes the `open` line.
+    pub fn start(&self, enc: StreamEncoder<SharedClock>, open: &OpenFrame) {
+        let mut st = lock(&self.st);
+        st.enc = Some(enc);
+        self.with_locked(&mut st, |enc, sink| {
+            let _ = enc.open(open, sink);
+            // The open line goes out at once: clients learn the cursor (and
+            // that the query started) even if the first row takes a while.
+            let _ = enc.producer().flush(sink);
+        });
+    }
+
+    fn with_locked<R>(
+        &self,
+        st: &mut PipeState<SharedClock>,
+        f: impl FnOnce(&mut StreamEncoder<SharedClock>, &mut QueueSink<'_>) -> R,
+    ) -> Option<R> {
+        let PipeState {
+            enc, queue, waker, ..
+        } = st;
+        let enc = enc.as_mut()?;
+        let had_deadline = enc.producer().next_deadline_ms().is_some();
+        let before = queue.len();
+        let r = f(enc, &mut QueueSink(queue));
+        let new_deadline = !had_deadline && enc.producer().next_deadline_ms().is_some();
+        if queue.len() > before || new_deadline {
+            if let Some(w) = waker.take() {
+                w.wake();
+            }
+        }
+        Some(r)
+    }
+
+    /// Waits until the queue has room (backpressure), then encodes one row
+    /// with `write_value` (which appends the row's JSON value). Returns the
+    /// encoder's row count after the row, or `None` when `ctl` was stopped.
+    /// One lock per row.
+    pub fn push_row(&self, ctl: &StreamCtl, write_value: impl FnOnce(&mut Vec<u8>)) -> Option<u64> {
+        let mut st = lock(&self.st);
+        while st.queue.len() >= MAX_QUEUED_CHUNKS {
+            if ctl.is_stopped() {
+                return None;
+            }
+            st = self
+                .space
+                .wait_timeout(st, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if ctl.is_stopped() {
+            return None;
+        }
+        self.with_locked(&mut st, |enc, sink| {
+            let _ = enc.row_with(write_value, sink);
+            enc.row_count()
+        })
+    }
+
+    /// Runs `f` on the encoder (checkpoints read the hasher here).
+    pub fn inspect<R>(&self, f: impl FnOnce(&StreamEncoder<SharedClock>) -> R) -> Option<R> {
+        let st = lock(&self.st);
+        st.enc.as_ref().map(f)
+    }
+
+    /// Writes the optional error line and the `end` line, then closes the
+    /// pipe. `before_visible` runs while the end line is still invisible to
+    /// the body (audit records and slot releases happen-before the client
+    /// can see the end).
+    pub fn finish(
+        &self,
+        error: Option<&crate::core::protocol::ErrorBody>,
+        reason: CloseReason,
+        before_visible: impl FnOnce(Finished),
+    ) -> Finished {
+        let mut st = lock(&self.st);
+        let PipeState { enc, queue, .. } = &mut *st;
+        let out = enc
+            .as_mut()
+            .map(|enc| {
+                let mut sink = QueueSink(queue);
+                let _ = enc.error_then_end(error, reason, &mut sink);
+                Finished {
+                    row_count: enc.row_count(),
+                    bytes: enc.totals().bytes,
+                }
+            })
+            .unwrap_or_default();
+        before_visible(out);
+        st.enc = None;
+        st.finished = true;
+        if let Some(w) = st.waker.take() {
+            w.wake();
+        }
+        out
+    }
+
+    /// Closes the pipe without an end line (used before the stream started).
+    pub fn abort(&self) {
+        let mut st = lock(&self.st);
+        st.enc = None;
+        st.finished = true;
+        if let Some(w) = st.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn is_drained(&self) -> bool {
+        let st = lock(&self.st);
+        st.finished && st.queue.is_empty()
+    }
+}
+
+/// The streamed response body of a [`Pipe`].
+pub struct PipeBody {
+    pipe: Arc<Pipe>,
+    ctl: Arc<StreamCtl>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    done: bool,
+}
+
+impl std::fmt::Debug for PipeBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeBody")
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl PipeBody {
+    /// A body reading `pipe`; dropping it early stops `ctl` (disconnect).
+    pub fn new(pipe: Arc<Pipe>, ctl: Arc<StreamCtl>) -> Self {
+        PipeBody {
+            pipe,
+            ctl,
+            sleep: None,
+            done: false,
+        }
+    }
+}
+
+impl Body for PipeBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        loop {
+            let wait_ms = {
+                let mut st = lock(&this.pipe.st);
+                if let Some(chunk) = st.queue.pop_front() {
+                    this.pipe.space.notify_all();
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                if st.finished {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                let now = this.pipe.clock.now_ms();
+                let deadline = st
+                    .enc
+                    .as_mut()
+                    .and_then(|e| e.producer().next_deadline_ms());
+                let wait = match deadline {
+                    Some(d) if now >= d => {
+                        let PipeState { enc, queue, .. } = &mut *st;
+                        if let Some(enc) = enc.as_mut() {
+                            let _ = enc.producer().flush_if_due(&mut QueueSink(queue));
+                        }
+                        if let Some(chunk) = st.queue.pop_front() {
+                            this.pipe.space.notify_all();
+                            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                        }
+                        None
+                    }
+                    Some(d) => Some(d - now),
+                    None => None,
+                };
+                st.waker = Some(cx.waker().clone());
+                wait
+            };
+            match wait_ms {
+                Some(ms) => {
+                    let sleep = this.sleep.get_or_insert_with(|| {
+                        Box::pin(tokio::time::sleep(Duration::from_millis(ms)))
+                    });
+                    sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + Duration::from_millis(ms));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+                None => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+impl Drop for PipeBody {
+    fn drop(&mut self) {
+        if !self.done && !self.pipe.is_drained() {
+            self.ctl.stop(StopCause::Disconnect);
+        }
+    }
+}
+
+use std::future::Future;
+
+trait ErrorThenEnd {
+    fn error_then_end(
+        &mut self,
+        error: Option<&crate::core::protocol::ErrorBody>,
+        reason: CloseReason,
+        sink: &mut QueueSink<'_>,
+    ) -> Result<(), Infallible>;
+}
+
+impl ErrorThenEnd for StreamEncoder<SharedClock> {
+    fn error_then_end(
+        &mut self,
+        error: Option<&crate::core::protocol::ErrorBody>,
+        reason: CloseReason,
+        sink: &mut QueueSink<'_>,
+    ) -> Result<(), Infallible> {
+        if let Some(e) = error {
+            self.error(e, sink)?;
+        }
+        self.end(reason, sink).map(|_| ())
+    }
+}

@@ -1,0 +1,404 @@
+//! HTTP routes, request parsing, refusals and CORS.
+
+use std::path::{Component, Path};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+
+use super::pipe::{Pipe, PipeBody, StreamCtl};
+use super::sql::{Params, Shape};
+use super::stream::{run_fresh, run_resume, FreshRequest, Refusal, ResumeRequest};
+use super::{AppState, Caller, MAX_REQUEST_BODY};
+use crate::core::audit::AuditEvent;
+use crate::core::cursor::CursorError;
+use crate::core::digest::is_hex_of_len;
+use crate::core::http::STREAM_HEADERS;
+use crate::core::protocol::ErrorCode;
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/v1/query/stream",
+            post(stream_handler)
+                .options(preflight)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/query/stream/cancel",
+            post(cancel_handler)
+                .options(preflight)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/debug/stats",
+            get(stats_handler)
+                .options(preflight)
+                .fallback(method_not_allowed),
+        )
+        .fallback(fallback)
+        .layer(axum::middleware::map_response(cors))
+        .with_state(state)
+}
+
+async fn cors(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Retry-After"),
+    );
+    h.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+    res
+}
+
+async fn preflight() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "Authorization, Content-Type",
+            ),
+            (header::ACCESS_CONTROL_MAX_AGE, "600"),
+        ],
+    )
+        .into_response()
+}
+
+/// A JSON refusal with the status of its code.
+pub(crate) fn refusal_response(r: Refusal) -> Response {
+    let status =
+        StatusCode::from_u16(r.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut res = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        r.body.to_json(),
+    )
+        .into_response();
+    if r.retry_after {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    res
+}
+
+fn refuse(code: ErrorCode, message: impl Into<String>) -> Response {
+    refusal_response(Refusal::new(code, message))
+}
+
+async fn method_not_allowed() -> Response {
+    refuse(
+        ErrorCode::MethodNotAllowed,
+        "this route does not accept that method",
+    )
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    state
+        .auth
+        .authenticate(header, state.now_ms(), |t| state.tenants.contains_key(t))
+        .map_err(|e| {
+            let mut res = refuse(ErrorCode::Unauthorized, e.0);
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Box::new(res)
+        })
+}
+
+async fn read_json(body: Body, headers: &HeaderMap) -> Result<serde_json::Value, Response> {
+    let too_large = || {
+        refuse(
+            ErrorCode::PayloadTooLarge,
+            format!("request bodies are limited to {MAX_REQUEST_BODY} bytes"),
+        )
+    };
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_REQUEST_BODY as u64)
+    {
+        return Err(too_large());
+    }
+    let bytes = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            let is_limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            return Err(if is_limit {
+                too_large()
+            } else {
+                refuse(ErrorCode::BadRequest, "the request body could not be read")
+            });
+        }
+    };
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .map_err(|e| refuse(ErrorCode::BadRequest, format!("the body is not JSON: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FreshBody {
+    query: String,
+    #[serde(default)]
+    params: Option<Params>,
+    #[serde(default)]
+    shape: Option<Shape>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeBody {
+    cursor: String,
+    after_rows: u64,
+    prefix_hash: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    cursor: String,
+}
+
+fn bad_request(e: impl std::fmt::Display) -> Response {
+    refuse(ErrorCode::BadRequest, format!("invalid request body: {e}"))
+}
+
+fn stream_response(pipe: Arc<Pipe>, ctl: Arc<StreamCtl>) -> Response {
+    let mut res = Response::new(Body::new(PipeBody::new(pipe, ctl)));
+    for (k, v) in STREAM_HEADERS {
+        res.headers_mut().insert(k, HeaderValue::from_static(v));
+    }
+    res
+}
+
+fn cursor_refusal(state: &AppState, caller: &Caller, e: CursorError) -> Response {
+    state.record(AuditEvent::CursorRejected {
+        at_ms: state.now_ms(),
+        code: e.code().to_owned(),
+        principal: caller.scope.principal.clone(),
+        tenant: caller.scope.tenant.clone(),
+    });
+    let code = ErrorCode::parse(e.code()).unwrap_or(ErrorCode::CursorNotFound);
+    refuse(code, e.to_string())
+}
+
+async fn stream_handler(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let caller = match authenticate(&state, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let value = match read_json(body, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if !value.is_object() {
+        return bad_request("expected a JSON object");
+    }
+    if state.shutting_down.load(Ordering::SeqCst) {
+        return refuse(ErrorCode::ShuttingDown, "the server is shutting down");
+    }
+    let Some(tenant) = state.tenants.get(&caller.scope.tenant).cloned() else {
+        return refuse(ErrorCode::Unauthorized, "unknown tenant");
+    };
+    let pipe = Pipe::new(state.clock.clone());
+    let ctl = StreamCtl::new(&pipe);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if value.get("cursor").is_some() {
+        let req: ResumeBody = match serde_json::from_value(value) {
+            Ok(r) => r,
+            Err(e) => return bad_request(e),
+        };
+        if !is_hex_of_len(&req.prefix_hash, 64) {
+            return bad_request("prefix_hash must be 64 hex characters");
+        }
+        let handle = match state
+            .cursors
+            .resolve(&req.cursor, &caller.scope, state.now_ms())
+        {
+            Ok(h) => h,
+            Err(e) => return cursor_refusal(&state, &caller, e),
+        };
+        let (st, p, c) = (state.clone(), pipe.clone(), ctl.clone());
+        let r = ResumeRequest {
+            after_rows: req.after_rows,
+            prefix_hash: req.prefix_hash,
+        };
+        tokio::task::spawn_blocking(move || run_resume(st, caller, handle, r, p, c, tx));
+    } else {
+        let req: FreshBody = match serde_json::from_value(value) {
+            Ok(r) => r,
+            Err(e) => return bad_request(e),
+        };
+        let (st, p, c) = (state.clone(), pipe.clone(), ctl.clone());
+        let r = FreshRequest {
+            query: req.query,
+            params: req.params,
+            shape: req.shape.unwrap_or_default(),
+        };
+        tokio::task::spawn_blocking(move || run_fresh(st, caller, tenant, r, p, c, tx));
+    }
+    // If this future is dropped (the client left before the stream started),
+    // the guard raises the stream's token so the producer stops.
+    let guard = DisconnectGuard(Some(ctl.clone()));
+    let result = rx.await;
+    drop(guard.disarm());
+    match result {
+        Ok(Ok(())) => stream_response(pipe, ctl),
+        Ok(Err(r)) => refusal_response(r),
+        Err(_) => refuse(ErrorCode::InternalError, "the stream failed to start"),
+    }
+}
+
+struct DisconnectGuard(Option<Arc<StreamCtl>>);
+
+impl DisconnectGuard {
+    fn disarm(mut self) -> Option<Arc<StreamCtl>> {
+        self.0.take()
+    }
+}
+
+impl Drop for DisconnectGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.stop(super::pipe::StopCause::Disconnect);
+        }
+    }
+}
+
+async fn cancel_handler(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let caller = match authenticate(&state, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let value = match read_json(body, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let req: CancelBody = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    match state
+        .cursors
+        .cancel(&req.cursor, &caller.scope, state.now_ms())
+    {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{\"cancelled\":true}",
+        )
+            .into_response(),
+        Err(e) => cursor_refusal(&state, &caller, e),
+    }
+}
+
+async fn stats_handler(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authenticate(&state, &headers) {
+        return *r;
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(&state.stats()).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+async fn fallback(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    if req.method() == Method::OPTIONS {
+        return preflight().await;
+    }
+    if let Some(dir) = &state.static_dir {
+        if req.method() == Method::GET || req.method() == Method::HEAD {
+            if let Some(res) = serve_static(dir, req.uri().path()).await {
+                return res;
+            }
+        }
+    }
+    refuse(
+        ErrorCode::NotFound,
+        format!("no route for {}", req.uri().path()),
+    )
+}
+
+/// Decodes `%XX` escapes of a URL path; `None` for malformed escapes, NUL
+/// bytes or invalid UTF-8.
+fn percent_decode(path: &str) -> Option<String> {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    if out.contains(&0) {
+        return None;
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn serve_static(dir: &Path, url_path: &str) -> Option<Response> {
+    let decoded = percent_decode(url_path)?;
+    let rel = Path::new(decoded.trim_start_matches('/'));
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    let mut path = dir.join(rel);
+    if path.is_dir() {
+        path = path.join("index.html");
+    }
+    let bytes = tokio::fs::read(&path).await.ok()?;
+    let ctype = match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" | "map" => "application/json",
+        "wasm" => "application/wasm",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "ico" => "image/x-icon",
+        "txt" | "md" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    };
+    Some(
+        (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, ctype),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            bytes,
+        )
+            .into_response(),
+    )
+}

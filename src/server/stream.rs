@@ -1,0 +1,931 @@
+//! Producing one response: fresh streams and resumes, on a blocking thread.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::types::ValueRef;
+use tokio::sync::oneshot;
+
+use super::pipe::{Pipe, SharedClock, StatementWatch, StopCause, StreamCtl};
+use super::rewrite::RowidPlan;
+use super::sql::{
+    bind_params, columns_of, read_runtime_config, sql_error_text, Params, ReadConn, RowWriter,
+    Shape,
+};
+use super::{lock, AppState, Caller, Tenant};
+use crate::core::audit::AuditEvent;
+use crate::core::capacity::{CapacityGuard, CapacityLimits};
+use crate::core::close::CloseReason;
+use crate::core::config::StreamConfig;
+use crate::core::cursor::{CursorHandle, NewCursor};
+use crate::core::digest::{sha256_hex, PrefixHasher};
+use crate::core::lease::{OpenStream, StreamLease};
+use crate::core::producer::ChunkProducer;
+use crate::core::protocol::{Column, ErrorBody, ErrorCode, OpenFrame, StreamEncoder, ROW_PREFIX};
+use crate::core::resumable::assess_resumability_with;
+
+/// `open.reason` when a resumable query gets no cursor because the server
+/// holds `max_pinned` snapshots already.
+pub(crate) const SNAPSHOT_LIMIT_REASON: &str = "snapshot_limit";
+
+/// A refusal before the first streamed byte.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal {
+    pub(crate) code: ErrorCode,
+    pub(crate) body: ErrorBody,
+    pub(crate) retry_after: bool,
+}
+
+impl Refusal {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            body: ErrorBody::new(code, message),
+            retry_after: false,
+        }
+    }
+
+    pub(crate) fn from_body(body: ErrorBody) -> Self {
+        let code = ErrorCode::parse(&body.code).unwrap_or(ErrorCode::InternalError);
+        Refusal {
+            code,
+            body,
+            retry_after: false,
+        }
+    }
+}
+
+pub(crate) type Ready = oneshot::Sender<Result<(), Refusal>>;
+
+/// A resume checkpoint: after `rows` rows, the digest state and (in rowid
+/// mode) the rowid of the last row sent.
+#[derive(Debug, Clone)]
+pub(crate) struct Checkpoint {
+    rows: u64,
+    rowid: Option<i64>,
+    hasher: PrefixHasher,
+}
+
+/// A cursor's payload: the pinned snapshot (a read-only connection holding an
+/// open read transaction) and what is needed to re-run its query.
+pub(crate) struct Pinned {
+    conn: Mutex<Option<ReadConn>>,
+    query: String,
+    params: Option<Params>,
+    columns: Vec<Column>,
+    writer: RowWriter,
+    plan: Option<RowidPlan>,
+    cfg: StreamConfig,
+    pinned_at_ms: u64,
+    snapshot_lsn: u64,
+    first_lease: String,
+    checkpoints: Mutex<Vec<Checkpoint>>,
+    running: Mutex<Option<Arc<StreamCtl>>>,
+    counter: Arc<AtomicUsize>,
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A fresh request, parsed.
+#[derive(Debug, Clone)]
+pub(crate) struct FreshRequest {
+    pub(crate) query: String,
+    pub(crate) params: Option<Params>,
+    pub(crate) shape: Shape,
+}
+
+/// A resume request, parsed.
+#[derive(Debug, Clone)]
+pub(crate) struct ResumeRequest {
+    pub(crate) after_rows: u64,
+    pub(crate) prefix_hash: String,
+}
+
+/// Registers the stream for shutdown; records exactly one `stream.closed` for
+/// its lease (also on panic, where it ends the body with an error line).
+struct LeaseGuard<'a> {
+    state: &'a AppState,
+    pipe: &'a Pipe,
+    id: u64,
+    lease: Option<StreamLease>,
+    scope: crate::core::lease::Scope,
+    reason: CloseReason,
+    cause: String,
+    row_count: u64,
+    bytes: u64,
+    finished: bool,
+}
+
+impl<'a> LeaseGuard<'a> {
+    fn new(state: &'a AppState, pipe: &'a Pipe, ctl: &Arc<StreamCtl>, caller: &Caller) -> Self {
+        let id = state.next_stream.fetch_add(1, Ordering::Relaxed);
+        lock(&state.running).insert(id, ctl.clone());
+        if state.shutting_down.load(Ordering::SeqCst) {
+            ctl.stop(StopCause::Shutdown);
+        }
+        LeaseGuard {
+            state,
+            pipe,
+            id,
+            lease: None,
+            scope: caller.scope.clone(),
+            reason: CloseReason::Cancelled,
+            cause: "abandoned".into(),
+            row_count: 0,
+            bytes: 0,
+            finished: false,
+        }
+    }
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.state.running).remove(&self.id);
+        if std::thread::panicking() {
+            self.reason = CloseReason::Error;
+            self.cause = "panic".into();
+            if !self.finished {
+                let f = self.pipe.finish(
+                    Some(&ErrorBody::new(
+                        ErrorCode::InternalError,
+                        "the server failed",
+                    )),
+                    CloseReason::Error,
+                    |_| {},
+                );
+                self.row_count = f.row_count;
+                self.bytes = f.bytes;
+            }
+        } else if !self.finished {
+            self.pipe.abort();
+        }
+        self.record();
+    }
+}
+
+impl LeaseGuard<'_> {
+    /// Records `stream.closed` for the lease, once.
+    fn record(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let now = self.state.now_ms();
+            self.state.record(AuditEvent::StreamClosed {
+                at_ms: now,
+                lease: Some(lease.handle().to_owned()),
+                reason: self.reason,
+                cause: std::mem::take(&mut self.cause),
+                row_count: self.row_count,
+                bytes_written: self.bytes,
+                duration_ms: now.saturating_sub(lease.opened_at_ms),
+                principal: self.scope.principal.clone(),
+                tenant: self.scope.tenant.clone(),
+            });
+        }
+    }
+}
+
+fn capacity(
+    state: &AppState,
+    caller: &Caller,
+    cfg: &StreamConfig,
+) -> Result<CapacityGuard, Refusal> {
+    let limits = CapacityLimits {
+        max_global: cfg.max_global,
+        max_per_principal: cfg.max_per_principal,
+    };
+    state
+        .capacity
+        .try_acquire(&caller.scope, limits)
+        .map_err(|e| {
+            state.record(AuditEvent::StreamClosed {
+                at_ms: state.now_ms(),
+                lease: None,
+                reason: CloseReason::CapacityRefused,
+                cause: e.code().to_owned(),
+                row_count: 0,
+                bytes_written: 0,
+                duration_ms: 0,
+                principal: caller.scope.principal.clone(),
+                tenant: caller.scope.tenant.clone(),
+            });
+            let code =
+                ErrorCode::parse(e.code()).unwrap_or(ErrorCode::ServerStreamCapacityExhausted);
+            Refusal {
+                code,
+                body: ErrorBody::new(code, e.to_string())
+                    .with("limit", e.limit)
+                    .with("current", e.current),
+                retry_after: true,
+            }
+        })
+}
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    Refusal::new(ErrorCode::InternalError, format!("database failure: {e}"))
+}
+
+fn encoder(
+    state: &AppState,
+    cfg: &StreamConfig,
+    hasher: PrefixHasher,
+    rows: u64,
+    lease: &str,
+) -> StreamEncoder<SharedClock> {
+    let producer = ChunkProducer::new(cfg, state.clock.clone());
+    StreamEncoder::new(producer, hasher, rows, lease)
+}
+
+/// Raises `ctl` with `snapshot_expired` when the TTL runs out, even while the
+/// statement stalls. Ends with the stream (the returned sender).
+fn ttl_watchdog(ctl: &Arc<StreamCtl>, state: &AppState, expires_at_ms: u64) -> oneshot::Sender<()> {
+    let (tx, rx) = oneshot::channel::<()>();
+    let wait = Duration::from_millis(expires_at_ms.saturating_sub(state.now_ms()) + 1);
+    let ctl = Arc::downgrade(ctl);
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {
+                    if let Some(c) = ctl.upgrade() { c.stop(StopCause::SnapshotExpired); }
+                }
+                _ = rx => {}
+            }
+        });
+    }
+    tx
+}
+
+/// Links a stream to its cursor: a cancel of the cursor (endpoint, or expiry
+/// noticed by the registry) stops the stream with the right cause.
+fn link_cursor(ctl: &Arc<StreamCtl>, handle: &CursorHandle<Pinned>, clock: SharedClock) {
+    let weak = Arc::downgrade(ctl);
+    let expires = handle.info.expires_at_ms;
+    handle.cancel.on_cancel(move || {
+        if let Some(c) = weak.upgrade() {
+            if clock.now_ms() > expires {
+                c.stop(StopCause::SnapshotExpired);
+            } else {
+                c.stop(StopCause::Cancel);
+            }
+        }
+    });
+}
+
+enum Outcome {
+    Done,
+    Stopped(StopCause),
+    Failed(ErrorBody),
+}
+
+struct Pump<'a> {
+    pipe: &'a Pipe,
+    ctl: &'a StreamCtl,
+    clock: &'a SharedClock,
+    expires_at_ms: u64,
+    writer: &'a RowWriter,
+    hidden_rowid: bool,
+    checkpoints: Option<(&'a Mutex<Vec<Checkpoint>>, u64)>,
+}
+
+impl Pump<'_> {
+    fn run(&self, rows: &mut rusqlite::Rows<'_>) -> Outcome {
+        let width = self.writer.width();
+        loop {
+            if let Some(c) = self.ctl.cause() {
+                return Outcome::Stopped(c);
+            }
+            match rows.next() {
+                Ok(Some(row)) => {
+                    if self.clock.now_ms() > self.expires_at_ms {
+                        return Outcome::Stopped(StopCause::SnapshotExpired);
+                    }
+                    let Some(n) = self
+                        .pipe
+                        .push_row(self.ctl, |buf| self.writer.write(row, buf))
+                    else {
+                        continue;
+                    };
+                    if let Some((cps, every)) = self.checkpoints {
+                        if n % every == 0 {
+                            let rowid = if self.hidden_rowid {
+                                match row.get_ref(width) {
+                                    Ok(ValueRef::Integer(i)) => Some(i),
+                                    _ => None,
+                                }
+                            } else {
+                                None
+                            };
+                            if let Some(hasher) = self.pipe.inspect(|e| e.hasher().clone()) {
+                                let mut cps = lock(cps);
+                                if cps.last().is_none_or(|c| c.rows < n) {
+                                    cps.push(Checkpoint {
+                                        rows: n,
+                                        rowid,
+                                        hasher,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(None) => return Outcome::Done,
+                Err(e) => {
+                    if let Some(c) = self.ctl.cause() {
+                        return Outcome::Stopped(c);
+                    }
+                    return Outcome::Failed(ErrorBody::new(
+                        ErrorCode::QueryError,
+                        sql_error_text(&e),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Ends the response: the audit record and the slot release happen before the
+/// client can see the `end` line.
+fn finish(guard: &mut LeaseGuard<'_>, pipe: &Pipe, outcome: Outcome, cap: CapacityGuard) {
+    let (reason, cause, err) = match outcome {
+        Outcome::Done => (CloseReason::Ok, "end".to_owned(), None),
+        Outcome::Stopped(c) => (c.reason(), c.cause().to_owned(), None),
+        Outcome::Failed(e) => (CloseReason::Error, e.code.clone(), Some(e)),
+    };
+    guard.finished = true;
+    pipe.finish(err.as_ref(), reason, |f| {
+        guard.reason = reason;
+        guard.cause = cause;
+        guard.row_count = f.row_count;
+        guard.bytes = f.bytes;
+        drop(cap);
+        lock(&guard.state.running).remove(&guard.id);
+        guard.record();
+    });
+}
+
+fn audit_token_expiry(state: &AppState, caller: &Caller, lease: &StreamLease) {
+    if let Some(exp) = caller.token_exp_ms {
+        if exp < lease.expires_at_ms {
+            state.record(AuditEvent::TokenExpiredDuringLease {
+                at_ms: state.now_ms(),
+                lease: lease.handle().to_owned(),
+                token_exp_ms: exp,
+                lease_expires_at_ms: lease.expires_at_ms,
+                principal: caller.scope.principal.clone(),
+                tenant: caller.scope.tenant.clone(),
+            });
+        }
+    }
+}
+
+fn table_columns(rc: &ReadConn, table: &str) -> Option<Vec<String>> {
+    let mut stmt = rc
+        .conn
+        .prepare("SELECT name FROM pragma_table_info(?1)")
+        .ok()?;
+    let names = stmt
+        .query_map([table], |r| r.get::<_, String>(0))
+        .ok()?
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    (!names.is_empty()).then_some(names)
+}
+
+fn integer_primary_key(rc: &ReadConn, table: &str) -> Option<String> {
+    let mut stmt = rc
+        .conn
+        .prepare("SELECT name, type, pk FROM pragma_table_info(?1)")
+        .ok()?;
+    let cols: Vec<(String, String, i64)> = stmt
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .ok()?
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let pks: Vec<_> = cols.iter().filter(|c| c.2 > 0).collect();
+    match pks.as_slice() {
+        [one] if one.1.eq_ignore_ascii_case("integer") => Some(one.0.clone()),
+        _ => None,
+    }
+}
+
+/// A fresh stream, from the first check to the `end` line.
+pub(crate) fn run_fresh(
+    state: Arc<AppState>,
+    caller: Caller,
+    tenant: Arc<Tenant>,
+    req: FreshRequest,
+    pipe: Arc<Pipe>,
+    ctl: Arc<StreamCtl>,
+    ready: Ready,
+) {
+    let mut guard = LeaseGuard::new(&state, &pipe, &ctl, &caller);
+    let mut ready = Some(ready);
+    let refuse = |ready: &mut Option<Ready>, r: Refusal| {
+        if let Some(tx) = ready.take() {
+            let _ = tx.send(Err(r));
+        }
+    };
+    let rc = match tenant.checkout() {
+        Ok(rc) => rc,
+        Err(e) => return refuse(&mut ready, internal(e)),
+    };
+    let runtime = read_runtime_config(&rc.conn);
+    let cfg = StreamConfig::load_over(&runtime, &state.boot);
+
+    // Gate the client's SQL; nothing runs before this passes.
+    let columns = {
+        let mut stmt = match rc.prepare_checked(&req.query) {
+            Ok(s) => s,
+            Err(body) => return refuse(&mut ready, Refusal::from_body(body)),
+        };
+        if let Err(body) = bind_params(&mut stmt, req.params.as_ref()) {
+            return refuse(&mut ready, Refusal::from_body(body));
+        }
+        columns_of(&stmt, stmt.column_count())
+    };
+    let res = assess_resumability_with(&req.query, &|t| integer_primary_key(&rc, t));
+    let plan = if res.resumable {
+        res.table
+            .as_deref()
+            .and_then(|t| table_columns(&rc, t))
+            .and_then(|cols| RowidPlan::new(&req.query, &cols))
+            .filter(|p| {
+                rc.prepare_checked(&p.sql(Some(0)))
+                    .map(|s| s.column_count() == columns.len() + 1)
+                    .unwrap_or(false)
+            })
+    } else {
+        None
+    };
+
+    let cap = match capacity(&state, &caller, &cfg) {
+        Ok(c) => c,
+        Err(r) => return refuse(&mut ready, r),
+    };
+    if let Some(c) = ctl.cause() {
+        drop(cap);
+        return refuse(
+            &mut ready,
+            if c == StopCause::Shutdown {
+                Refusal::new(ErrorCode::ShuttingDown, "the server is shutting down")
+            } else {
+                Refusal::new(ErrorCode::InternalError, "stopped before start")
+            },
+        );
+    }
+    let snapshot_lsn = match tenant.pin(&rc) {
+        Ok(l) => l,
+        Err(e) => return refuse(&mut ready, internal(e)),
+    };
+    let now = state.now_ms();
+    let lease = match state.leases.open_stream(OpenStream {
+        scope: caller.scope.clone(),
+        snapshot_lsn,
+        config: cfg.clone(),
+        in_transaction: false,
+        pinned_at_ms: now,
+        now_ms: now,
+    }) {
+        Ok(l) => l,
+        Err(e) => {
+            return refuse(
+                &mut ready,
+                Refusal::new(ErrorCode::InternalError, e.to_string()),
+            )
+        }
+    };
+    let writer = RowWriter::new(&columns, req.shape);
+
+    // Resumable: the connection (and its read transaction) moves into the
+    // cursor's payload and stays pinned until the TTL.
+    // Each pinned snapshot holds a connection (file descriptors, cache) and
+    // WAL growth: past `max_pinned`, streams are served without a cursor.
+    let over_pin_limit =
+        res.resumable && state.pinned.fetch_add(1, Ordering::SeqCst) >= state.max_pinned;
+    if res.resumable && over_pin_limit {
+        state.pinned.fetch_sub(1, Ordering::SeqCst);
+    }
+    let resumable = res.resumable && !over_pin_limit;
+    let not_resumable_reason = if over_pin_limit {
+        Some(SNAPSHOT_LIMIT_REASON.to_owned())
+    } else {
+        res.reason.map(|r| r.as_str().to_owned())
+    };
+    let pinned = if resumable {
+        let payload = Pinned {
+            conn: Mutex::new(None),
+            query: req.query.clone(),
+            params: req.params.clone(),
+            columns: columns.clone(),
+            writer: writer.clone(),
+            plan: plan.clone(),
+            cfg: cfg.clone(),
+            pinned_at_ms: now,
+            snapshot_lsn,
+            first_lease: lease.handle().to_owned(),
+            checkpoints: Mutex::new(Vec::new()),
+            running: Mutex::new(Some(ctl.clone())),
+            counter: state.pinned.clone(),
+        };
+        match state.cursors.register(
+            NewCursor {
+                scope: caller.scope.clone(),
+                query: req.query.clone(),
+                snapshot_lsn,
+                first_lease: lease.handle().to_owned(),
+                expires_at_ms: lease.expires_at_ms,
+            },
+            payload,
+        ) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                return refuse(
+                    &mut ready,
+                    Refusal::new(ErrorCode::InternalError, e.to_string()),
+                )
+            }
+        }
+    } else {
+        None
+    };
+    let mut own_rc = Some(rc);
+    if let Some(h) = &pinned {
+        link_cursor(&ctl, h, state.clock.clone());
+        *lock(&h.payload.conn) = own_rc.take();
+    }
+
+    let open = OpenFrame {
+        lease: lease.handle().to_owned(),
+        snapshot_lsn,
+        resumable,
+        reason: not_resumable_reason,
+        cursor: pinned.as_ref().map(|h| h.token.clone()),
+        expires_at_ms: lease.expires_at_ms,
+        columns: columns.clone(),
+        after_rows: 0,
+    };
+    pipe.start(
+        encoder(&state, &cfg, PrefixHasher::new(), 0, lease.handle()),
+        &open,
+    );
+    state.record(AuditEvent::StreamOpened {
+        at_ms: now,
+        lease: lease.handle().to_owned(),
+        principal: caller.scope.principal.clone(),
+        tenant: caller.scope.tenant.clone(),
+        snapshot_lsn,
+        query_hash: sha256_hex(req.query.as_bytes()),
+    });
+    audit_token_expiry(&state, &caller, &lease);
+    let expires_at_ms = lease.expires_at_ms;
+    guard.lease = Some(lease);
+    if ready.take().is_some_and(|tx| tx.send(Ok(())).is_err()) {
+        ctl.stop(StopCause::Disconnect);
+    }
+    let _watchdog = ttl_watchdog(&ctl, &state, expires_at_ms);
+
+    let outcome = match &pinned {
+        Some(h) => {
+            let conn_guard = lock(&h.payload.conn);
+            let Some(rc) = conn_guard.as_ref() else {
+                return;
+            };
+            let sql = plan.as_ref().map(|p| p.sql(None));
+            let o = execute(
+                &state,
+                rc,
+                sql.as_deref().unwrap_or(&req.query),
+                req.params.as_ref(),
+                &pipe,
+                &ctl,
+                expires_at_ms,
+                &writer,
+                plan.is_some(),
+                Some((&h.payload.checkpoints, state.checkpoint_every)),
+                None,
+            );
+            // Idle until resumed: give the page cache back.
+            let _ = rc.conn.release_memory();
+            if rc.conn.is_autocommit() {
+                // The read transaction is gone (should not happen for a
+                // read-only statement); the cursor cannot serve resumes.
+                drop(conn_guard);
+                lock(&h.payload.conn).take();
+            }
+            o
+        }
+        None => {
+            let Some(rc) = own_rc else {
+                return;
+            };
+            let o = execute(
+                &state,
+                &rc,
+                &req.query,
+                req.params.as_ref(),
+                &pipe,
+                &ctl,
+                expires_at_ms,
+                &writer,
+                false,
+                None,
+                None,
+            );
+            tenant.checkin(rc);
+            o
+        }
+    };
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(r) => Outcome::Failed(r.body),
+    };
+    finish(&mut guard, &pipe, outcome, cap);
+}
+
+/// What a resume must verify before it streams.
+struct Verify<'a> {
+    after_rows: u64,
+    prefix_hash: &'a str,
+    start: PrefixHasher,
+    skip: u64,
+}
+
+/// Prepares and runs `sql` on `rc`, pumping rows into `pipe`. With `verify`,
+/// first skips `skip` rows (unencoded), then hashes rows up to `after_rows`
+/// and compares with the client's digest; the verified hasher is returned
+/// through `on_verified`, which starts the pipe.
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    state: &AppState,
+    rc: &ReadConn,
+    sql: &str,
+    params: Option<&Params>,
+    pipe: &Pipe,
+    ctl: &Arc<StreamCtl>,
+    expires_at_ms: u64,
+    writer: &RowWriter,
+    hidden_rowid: bool,
+    checkpoints: Option<(&Mutex<Vec<Checkpoint>>, u64)>,
+    verify: Option<(Verify<'_>, &mut dyn FnMut(PrefixHasher) -> bool)>,
+) -> Result<Outcome, Refusal> {
+    let mut stmt = rc.prepare_checked(sql).map_err(Refusal::from_body)?;
+    bind_params(&mut stmt, params).map_err(Refusal::from_body)?;
+    // Declared before `rows`, so it is dropped after the statement is reset.
+    let _watch = StatementWatch::new(ctl, &rc.conn);
+    let mut rows = stmt.raw_query();
+    if let Some((v, on_verified)) = verify {
+        let mismatch = || {
+            Refusal::new(
+                ErrorCode::PrefixHashMismatch,
+                "the prefix_hash does not match the first after_rows rows of the pinned snapshot",
+            )
+        };
+        let stopped = |e: rusqlite::Error| {
+            if ctl.is_stopped() {
+                Refusal::new(ErrorCode::InternalError, "stopped")
+            } else {
+                Refusal::new(ErrorCode::QueryError, sql_error_text(&e))
+            }
+        };
+        state.replayed.fetch_add(v.skip, Ordering::Relaxed);
+        for _ in 0..v.skip {
+            match rows.next() {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(mismatch()),
+                Err(e) => return Err(stopped(e)),
+            }
+        }
+        let mut hasher = v.start;
+        let mut line = Vec::with_capacity(256);
+        let mut at = hasher.rows();
+        while at < v.after_rows {
+            match rows.next() {
+                Ok(Some(row)) => {
+                    line.clear();
+                    line.extend_from_slice(ROW_PREFIX);
+                    writer.write(row, &mut line);
+                    line.push(b'}');
+                    hasher.update_line(&line);
+                    at += 1;
+                    state.replayed.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(None) => return Err(mismatch()),
+                Err(e) => return Err(stopped(e)),
+            }
+        }
+        if !hasher.matches_hex(v.prefix_hash) {
+            return Err(mismatch());
+        }
+        if !on_verified(hasher) {
+            return Ok(Outcome::Stopped(StopCause::Disconnect));
+        }
+    }
+    let pump = Pump {
+        pipe,
+        ctl,
+        clock: &state.clock,
+        expires_at_ms,
+        writer,
+        hidden_rowid,
+        checkpoints,
+    };
+    Ok(pump.run(&mut rows))
+}
+
+/// A resume of `handle`'s cursor.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_resume(
+    state: Arc<AppState>,
+    caller: Caller,
+    handle: CursorHandle<Pinned>,
+    req: ResumeRequest,
+    pipe: Arc<Pipe>,
+    ctl: Arc<StreamCtl>,
+    ready: Ready,
+) {
+    let mut guard = LeaseGuard::new(&state, &pipe, &ctl, &caller);
+    let mut ready = Some(ready);
+    let p = handle.payload.clone();
+    let reject = |ready: &mut Option<Ready>, r: Refusal| {
+        if matches!(
+            r.code,
+            ErrorCode::PrefixHashMismatch | ErrorCode::CursorExpired
+        ) {
+            state.record(AuditEvent::CursorRejected {
+                at_ms: state.now_ms(),
+                code: r.code.as_str().to_owned(),
+                principal: caller.scope.principal.clone(),
+                tenant: caller.scope.tenant.clone(),
+            });
+        }
+        if let Some(tx) = ready.take() {
+            let _ = tx.send(Err(r));
+        }
+    };
+    let cap = match capacity(&state, &caller, &p.cfg) {
+        Ok(c) => c,
+        Err(r) => return reject(&mut ready, r),
+    };
+    // One response per cursor at a time: a resume takes over from a response
+    // still running (typically one whose client vanished unnoticed).
+    if let Some(prev) = lock(&p.running).replace(ctl.clone()) {
+        prev.stop(StopCause::Superseded);
+    }
+    link_cursor(&ctl, &handle, state.clock.clone());
+    let conn_guard = lock(&p.conn);
+    let Some(rc) = conn_guard.as_ref() else {
+        return reject(
+            &mut ready,
+            Refusal::new(
+                ErrorCode::CursorExpired,
+                "the cursor's snapshot is no longer available",
+            ),
+        );
+    };
+    if ctl.is_stopped() && ctl.cause() != Some(StopCause::Disconnect) {
+        let r = if ctl.cause() == Some(StopCause::Cancel) {
+            Refusal::new(ErrorCode::CursorCancelled, "cursor was cancelled")
+        } else if ctl.cause() == Some(StopCause::Shutdown) {
+            Refusal::new(ErrorCode::ShuttingDown, "the server is shutting down")
+        } else {
+            Refusal::new(ErrorCode::CursorExpired, "cursor has expired")
+        };
+        return reject(&mut ready, r);
+    }
+    let expires_at_ms = handle.info.expires_at_ms;
+    let cp = {
+        let cps = lock(&p.checkpoints);
+        cps.iter()
+            .rev()
+            .find(|c| c.rows <= req.after_rows && (p.plan.is_none() || c.rowid.is_some()))
+            .cloned()
+    };
+    let (sql, skip, start) = match (&p.plan, cp) {
+        (Some(plan), Some(cp)) if plan.seeks() => (plan.sql(cp.rowid), 0, cp.hasher),
+        (Some(plan), Some(cp)) => (plan.sql(None), cp.rows, cp.hasher),
+        (Some(plan), None) => (plan.sql(None), 0, PrefixHasher::new()),
+        (None, Some(cp)) => (p.query.clone(), cp.rows, cp.hasher),
+        (None, None) => (p.query.clone(), 0, PrefixHasher::new()),
+    };
+    let mut started = false;
+    let mut on_verified = |hasher: PrefixHasher| {
+        let now = state.now_ms();
+        let lease = match state.leases.open_stream(OpenStream {
+            scope: caller.scope.clone(),
+            snapshot_lsn: p.snapshot_lsn,
+            config: p.cfg.clone(),
+            in_transaction: false,
+            pinned_at_ms: p.pinned_at_ms,
+            now_ms: now,
+        }) {
+            Ok(l) => l,
+            Err(_) => return false,
+        };
+        let open = OpenFrame {
+            lease: lease.handle().to_owned(),
+            snapshot_lsn: p.snapshot_lsn,
+            resumable: true,
+            reason: None,
+            cursor: Some(handle.token.clone()),
+            expires_at_ms: lease.expires_at_ms,
+            columns: p.columns.clone(),
+            after_rows: req.after_rows,
+        };
+        pipe.start(
+            encoder(&state, &p.cfg, hasher, req.after_rows, lease.handle()),
+            &open,
+        );
+        state.record(AuditEvent::StreamResumed {
+            at_ms: now,
+            lease: lease.handle().to_owned(),
+            first_lease: p.first_lease.clone(),
+            after_rows: req.after_rows,
+            principal: caller.scope.principal.clone(),
+            tenant: caller.scope.tenant.clone(),
+        });
+        audit_token_expiry(&state, &caller, &lease);
+        guard.lease = Some(lease);
+        started = true;
+        if ready.take().is_some_and(|tx| tx.send(Ok(())).is_err()) {
+            ctl.stop(StopCause::Disconnect);
+        }
+        true
+    };
+    let _watchdog = ttl_watchdog(&ctl, &state, expires_at_ms);
+    let result = execute(
+        &state,
+        rc,
+        &sql,
+        p.params.as_ref(),
+        &pipe,
+        &ctl,
+        expires_at_ms,
+        &p.writer,
+        p.plan.is_some(),
+        Some((&p.checkpoints, state.checkpoint_every)),
+        Some((
+            Verify {
+                after_rows: req.after_rows,
+                prefix_hash: &req.prefix_hash,
+                start,
+                skip,
+            },
+            &mut on_verified,
+        )),
+    );
+    let lost = rc.conn.is_autocommit();
+    drop(conn_guard);
+    if lost {
+        lock(&p.conn).take();
+    }
+    match result {
+        Ok(outcome) if started => finish(&mut guard, &pipe, outcome, cap),
+        Ok(_) => {}
+        Err(r) if started => finish(&mut guard, &pipe, Outcome::Failed(r.body), cap),
+        Err(r) => {
+            let r = if ctl.is_stopped() {
+                match ctl.cause() {
+                    Some(StopCause::Cancel) => {
+                        Refusal::new(ErrorCode::CursorCancelled, "cursor was cancelled")
+                    }
+                    Some(StopCause::SnapshotExpired) => {
+                        Refusal::new(ErrorCode::CursorExpired, "cursor has expired")
+                    }
+                    _ => Refusal::new(
+                        ErrorCode::ShuttingDown,
+                        "the stream was stopped before it started",
+                    ),
+                }
+            } else {
+                r
+            };
+            reject(&mut ready, r)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_introspection_works_through_the_gate() {
+        let dir = std::env::temp_dir().join(format!("rs-introspect-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.sqlite");
+        let _ = std::fs::remove_file(&path);
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT)")
+            .unwrap();
+        let rc = ReadConn::open(&path, None).unwrap();
+        assert_eq!(
+            table_columns(&rc, "t"),
+            Some(vec!["id".to_string(), "name".to_string()])
+        );
+        assert_eq!(integer_primary_key(&rc, "t").as_deref(), Some("id"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

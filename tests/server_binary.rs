@@ -1,0 +1,159 @@
+//! The `rowstream` binary: command line, open-mode warning, audit log file,
+//! graceful shutdown on SIGTERM.
+#![cfg(feature = "server")]
+
+mod server_common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use server_common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rowstream");
+
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    Proc { child, addr }
+}
+
+#[test]
+fn help_explains_the_command_line() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--db",
+        "--tenant",
+        "--listen",
+        "--token",
+        "--jwt-secret",
+        "ROWSTREAM_JWT_SECRET",
+        "--set",
+        "--audit-log",
+        "--static-dir",
+        "stream.snapshot.ttl_ms",
+        "rowstream_config",
+    ] {
+        assert!(text.contains(flag), "--help lacks {flag}");
+    }
+    let out = Command::new(BIN)
+        .args(["serve", "--db", "x.sqlite", "--set", "stream.nope=1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stream.nope"));
+}
+
+#[test]
+fn serves_warns_when_open_and_shuts_down_gracefully_on_sigterm() {
+    let dir = TempDir::new();
+    let db = dir.path("db.sqlite");
+    make_db(&db, 5000);
+    let audit = dir.path("audit.jsonl");
+    let www = dir.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "<h1>demo</h1>").unwrap();
+    std::fs::write(www.join("a b.js"), "export {};").unwrap();
+    let mut p = spawn(&[
+        "serve",
+        "--db",
+        db.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--audit-log",
+        audit.to_str().unwrap(),
+        "--static-dir",
+        www.to_str().unwrap(),
+        "--set",
+        "stream.chunk.max_rows=100",
+    ]);
+    let r = query(p.addr, "SELECT id FROM t WHERE id <= 3");
+    assert_eq!(row_lines(&r.lines()).len(), 3);
+    let page = send(p.addr, "GET", "/", b"", &[]);
+    assert_eq!((page.status, page.text().as_str()), (200, "<h1>demo</h1>"));
+    assert_eq!(send(p.addr, "GET", "/../etc/passwd", b"", &[]).status, 404);
+    assert_eq!(
+        send(p.addr, "GET", "/%2e%2e/etc/passwd", b"", &[]).status,
+        404
+    );
+    let js = send(p.addr, "GET", "/a%20b.js", b"", &[]);
+    assert_eq!(js.status, 200);
+    assert!(js
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/javascript"));
+
+    // A long stream is running when SIGTERM arrives.
+    let body = serde_json::json!({"query": "SELECT * FROM t WHERE (WITH RECURSIVE c(x) AS (SELECT t.id UNION ALL SELECT x + 1 FROM c WHERE x < t.id + 300000) SELECT count(*) FROM c) < 0"}).to_string();
+    let mut s = open_stream(p.addr, &body, None);
+    let open = j(&s.next_line().unwrap());
+    let lease = open["open"]["lease"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest = s.rest();
+    let end = j(rest.last().expect("an end line"));
+    assert_eq!(end["end"]["reason"], "cancelled");
+    let status = loop {
+        if let Some(st) = p.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut stderr = String::new();
+    p.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("OPEN"), "no open-server warning: {stderr}");
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let events: Vec<rowstream::core::audit::AuditEvent> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_paired(&events);
+    let closed = closed_of(&events, &lease).expect("closed at shutdown");
+    let rowstream::core::audit::AuditEvent::StreamClosed { cause, .. } = closed else {
+        unreachable!()
+    };
+    assert_eq!(cause, "shutdown");
+}
