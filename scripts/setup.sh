@@ -3,7 +3,8 @@
 # Sourced by scripts/test.sh and scripts/demo.sh; safe to run on its own.
 #   - the wasm32-unknown-unknown Rust target
 #   - wasm-bindgen-cli at exactly the version pinned in Cargo.toml
-#   - (tests only, ROWSTREAM_SETUP_BROWSER=1) Debian's chromium + chromium-driver
+#   - (tests only, ROWSTREAM_SETUP_BROWSER=1) Debian's chromium + chromium-driver, and the
+#     sqlite3 CLI the JS suites use to build fixtures
 set -euo pipefail
 
 rowstream_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,12 +35,12 @@ ensure_wasm_bindgen() {
 }
 
 ensure_browser() {
-  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-    say "installing Debian chromium + chromium-driver"
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v sqlite3 >/dev/null; then
+    say "installing Debian chromium + chromium-driver + sqlite3 (test fixtures)"
     local sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver sqlite3 >/dev/null
   fi
 }
 

@@ -134,7 +134,7 @@ impl NdjsonFramer {
             if self.pending.is_empty() {
                 self.complete_line(head, &mut on_line)?;
             } else {
-                if self.pending.len() + head.len() > self.max_line_bytes + 1 {
+                if self.pending.len() + head.len() > self.max_line_bytes.saturating_add(1) {
                     return Err(self.fail_too_long());
                 }
                 let mut line = std::mem::take(&mut self.pending);
@@ -147,7 +147,7 @@ impl NdjsonFramer {
         }
         if !rest.is_empty() {
             // +1: a line may carry a '\r' that is stripped once it completes.
-            if self.pending.len() + rest.len() > self.max_line_bytes + 1 {
+            if self.pending.len() + rest.len() > self.max_line_bytes.saturating_add(1) {
                 return Err(self.fail_too_long());
             }
             self.pending.extend_from_slice(rest);
@@ -333,6 +333,13 @@ mod tests {
         }
         assert_eq!(err.unwrap().code(), "line_too_long");
         assert!(f.pending_bytes() <= 9);
+    }
+
+    #[test]
+    fn an_unlimited_line_length_does_not_overflow() {
+        let mut f = NdjsonFramer::with_max_line_bytes(usize::MAX);
+        assert_eq!(f.push_collect(b"abc").unwrap(), Vec::<String>::new());
+        assert_eq!(f.push_collect(b"def\n").unwrap(), vec!["abcdef"]);
     }
 
     #[test]

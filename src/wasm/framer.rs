@@ -1,0 +1,116 @@
+//! `NdjsonFramer`: bytes in, complete lines out.
+
+use wasm_bindgen::prelude::*;
+
+use super::js::{coded_error, copy_bytes, get_opt, set, string_array, to_u64};
+use crate::core::framer::{FramerError, NdjsonFramer as CoreFramer, DEFAULT_MAX_LINE_BYTES};
+
+/// The JS error for a framing failure: `code` plus the line and its details.
+pub(crate) fn framer_error(e: &FramerError) -> JsValue {
+    let err = coded_error(e.code(), &e.to_string());
+    set(&err, "line", e.line() as f64);
+    match e {
+        FramerError::LineTooLong { limit, .. } => set(&err, "limit", *limit as f64),
+        FramerError::InvalidUtf8 { offset, .. } => set(&err, "offset", *offset as f64),
+    }
+    err
+}
+
+/// Largest `maxLineBytes` accepted: 1 GiB.
+const MAX_LINE_LIMIT: u64 = 1 << 30;
+
+/// Reads `maxLineBytes` from an option bag.
+pub(crate) fn max_line_bytes(options: &JsValue) -> Result<usize, JsValue> {
+    match get_opt(options, "maxLineBytes")? {
+        Some(v) => {
+            let n = to_u64(&v, "maxLineBytes")?;
+            // Bounded well below usize::MAX on wasm32: the framer adds to
+            // the limit (room for a '\r').
+            if n == 0 || n > MAX_LINE_LIMIT {
+                return Err(super::js::invalid_argument(
+                    "maxLineBytes must be between 1 and 2^30",
+                ));
+            }
+            Ok(n as usize)
+        }
+        None => Ok(DEFAULT_MAX_LINE_BYTES),
+    }
+}
+
+/// Push-style NDJSON line framer: a line or a UTF-8 character split across
+/// chunks is reassembled exactly; blank lines are skipped.
+#[wasm_bindgen(js_name = NdjsonFramer)]
+pub struct NdjsonFramer {
+    inner: CoreFramer,
+    scratch: Vec<u8>,
+}
+
+#[wasm_bindgen(js_class = NdjsonFramer)]
+impl NdjsonFramer {
+    /// `new NdjsonFramer({ maxLineBytes })`; the default limit is 16 MiB.
+    #[wasm_bindgen(constructor)]
+    pub fn new(options: Option<super::types::FramerOptionsArg>) -> Result<NdjsonFramer, JsValue> {
+        let options = super::types::bag(options);
+        Ok(Self {
+            inner: CoreFramer::with_max_line_bytes(max_line_bytes(&options)?),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Feeds a chunk; returns the lines it completed, in order. Throws an
+    /// `Error` with `code` `line_too_long` or `invalid_utf8`, the 1-based
+    /// `line`, and in `lines` the lines of this chunk before the bad one.
+    /// The framer then stays failed.
+    #[wasm_bindgen(unchecked_return_type = "string[]")]
+    pub fn push(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "Uint8Array | ArrayBuffer")] chunk: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        copy_bytes(&chunk, "chunk", &mut self.scratch)?;
+        let out = js_sys::Array::new();
+        let pushed = self.inner.push(&self.scratch, |l| {
+            out.push(&JsValue::from_str(l));
+        });
+        match pushed {
+            Ok(()) => Ok(out.into()),
+            Err(e) => {
+                // The lines before the bad one are complete and valid: they
+                // travel with the error instead of being lost.
+                let err = framer_error(&e);
+                set(&err, "lines", out);
+                Err(err)
+            }
+        }
+    }
+
+    /// Ends the stream: returns the last line if it had no newline.
+    #[wasm_bindgen(unchecked_return_type = "string[]")]
+    pub fn finish(&mut self) -> Result<JsValue, JsValue> {
+        let last = self.inner.finish_collect().map_err(|e| framer_error(&e))?;
+        Ok(string_array(last).into())
+    }
+
+    /// Non-blank lines delivered so far.
+    #[wasm_bindgen(getter = linesDelivered)]
+    pub fn lines_delivered(&self) -> f64 {
+        self.inner.lines_delivered() as f64
+    }
+
+    /// Bytes pushed so far.
+    #[wasm_bindgen(getter = bytesIn)]
+    pub fn bytes_in(&self) -> f64 {
+        self.inner.bytes_in() as f64
+    }
+
+    /// Bytes held for an incomplete line.
+    #[wasm_bindgen(getter = pendingBytes)]
+    pub fn pending_bytes(&self) -> f64 {
+        self.inner.pending_bytes() as f64
+    }
+
+    /// The line limit in force.
+    #[wasm_bindgen(getter = maxLineBytes)]
+    pub fn max_line_bytes(&self) -> f64 {
+        self.inner.max_line_bytes() as f64
+    }
+}

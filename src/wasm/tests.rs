@@ -1,0 +1,431 @@
+//! The bindings as JS sees them: values, `Error` objects with `code`, and
+//! no trap on hostile input. Runs under Node and headless Chromium.
+//!
+//! These live beside the bindings because `mod wasm` is private to the
+//! crate, so an integration test under `tests/` cannot reach them; the
+//! built package's JS suite (`tests/js/`) covers the same surface from JS.
+
+use js_sys::{Array, Function, Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use super::cursor::CursorRegistry;
+use super::decoder::StreamDecoder;
+use super::framer::NdjsonFramer;
+use super::hasher::PrefixHasher;
+use super::misc::parse_jwt_exp_ms_js;
+use super::producer::ChunkProducer;
+use crate::core::clock::FakeClock;
+use crate::core::close::CloseReason;
+use crate::core::config::StreamConfig;
+use crate::core::digest::{prefix_hash_of, PrefixHasher as CoreHasher};
+use crate::core::producer::ChunkProducer as CoreProducer;
+use crate::core::protocol::{Column, OpenFrame, StreamEncoder};
+
+fn get(v: &JsValue, key: &str) -> JsValue {
+    Reflect::get(v, &JsValue::from_str(key)).unwrap()
+}
+
+/// Asserts `err` is a real `Error` carrying `code`.
+fn assert_code(err: JsValue, code: &str) -> JsValue {
+    assert!(
+        err.is_instance_of::<js_sys::Error>(),
+        "not an Error: {err:?}"
+    );
+    assert_eq!(get(&err, "code").as_string().as_deref(), Some(code));
+    err
+}
+
+fn bytes(b: &[u8]) -> JsValue {
+    Uint8Array::from(b).into()
+}
+
+fn strings(v: JsValue) -> Vec<String> {
+    Array::from(&v)
+        .iter()
+        .map(|s| s.as_string().unwrap())
+        .collect()
+}
+
+/// An option bag argument from any JS value (the bindings check it).
+fn some<T: JsCast>(v: JsValue) -> Option<T> {
+    Some(v.unchecked_into())
+}
+
+fn opts(js: &str) -> JsValue {
+    js_sys::JSON::parse(js).unwrap()
+}
+
+#[test]
+fn framer_reassembles_utf8_split_anywhere() {
+    let text = "{\"s\":\"h\u{e9}llo \u{1F600}\"}\n{\"n\":2}\n";
+    let b = text.as_bytes();
+    for cut in 0..=b.len() {
+        let mut f = NdjsonFramer::new(None).unwrap();
+        let mut lines = strings(f.push(bytes(&b[..cut])).unwrap());
+        lines.extend(strings(f.push(bytes(&b[cut..])).unwrap()));
+        lines.extend(strings(f.finish().unwrap()));
+        assert_eq!(lines, vec!["{\"s\":\"h\u{e9}llo \u{1F600}\"}", "{\"n\":2}"]);
+    }
+}
+
+#[test]
+fn framer_errors_are_coded_error_objects() {
+    let mut f = NdjsonFramer::new(some(opts(r#"{"maxLineBytes":4}"#))).unwrap();
+    let e = assert_code(f.push(bytes(b"123456")).unwrap_err(), "line_too_long");
+    assert_eq!(get(&e, "line").as_f64(), Some(1.0));
+    assert_eq!(get(&e, "limit").as_f64(), Some(4.0));
+
+    let mut f = NdjsonFramer::new(None).unwrap();
+    let e = assert_code(f.push(bytes(b"ok\nbad\xff\n")).unwrap_err(), "invalid_utf8");
+    assert_eq!(get(&e, "line").as_f64(), Some(2.0));
+    assert_eq!(
+        strings(get(&e, "lines")),
+        vec!["ok"],
+        "earlier lines travel with the error"
+    );
+
+    // Wrong types are errors, not traps or silent coercions.
+    let mut f = NdjsonFramer::new(None).unwrap();
+    assert_code(
+        f.push(JsValue::from_str("text")).unwrap_err(),
+        "invalid_argument",
+    );
+    assert_code(
+        f.push(JsValue::from_f64(3.0)).unwrap_err(),
+        "invalid_argument",
+    );
+    for bad in [
+        r#"{"maxLineBytes":0}"#,
+        r#"{"maxLineBytes":-1}"#,
+        r#"{"maxLineBytes":1.5}"#,
+        r#"{"maxLineBytes":9007199254740991}"#,
+    ] {
+        assert_code(
+            NdjsonFramer::new(some(opts(bad))).err().unwrap(),
+            "invalid_argument",
+        );
+    }
+    assert_code(
+        NdjsonFramer::new(some(JsValue::from_str("x")))
+            .err()
+            .unwrap(),
+        "invalid_argument",
+    );
+}
+
+#[test]
+fn hasher_matches_the_core_and_batches_equal_single_updates() {
+    let lines = [
+        "{\"row\":{\"id\":1}}",
+        "{\"row\":{\"s\":\"\u{e9}\"}}",
+        "{\"row\":[3]}",
+    ];
+    let expected = prefix_hash_of(lines);
+    let mut one = PrefixHasher::new();
+    for l in lines {
+        one.update_line(JsValue::from_str(l)).unwrap();
+    }
+    let mut batch = PrefixHasher::new();
+    batch
+        .update_lines(super::js::string_array(lines).into())
+        .unwrap();
+    let mut as_bytes = PrefixHasher::new();
+    for l in lines {
+        as_bytes.update_line(bytes(l.as_bytes())).unwrap();
+    }
+    // Lines passed with their newline hash the same, through the slow path.
+    let mut with_nl = PrefixHasher::new();
+    let nl: Vec<String> = lines.iter().map(|l| format!("{l}\n")).collect();
+    with_nl
+        .update_lines(super::js::string_array(&nl).into())
+        .unwrap();
+    for h in [&one, &batch, &as_bytes, &with_nl] {
+        assert_eq!(h.hex_digest(), expected);
+        assert_eq!(h.rows(), 3.0);
+    }
+    assert!(one.matches_hex(&expected.to_uppercase()));
+    assert!(!one.matches_hex("zz"));
+
+    let cp = one.checkpoint();
+    one.update_line(JsValue::from_str("more")).unwrap();
+    assert_eq!(cp.hex_digest(), expected);
+    assert_ne!(one.hex_digest(), expected);
+
+    let bad: JsValue = Array::of2(&"a".into(), &JsValue::from_f64(1.0)).into();
+    assert_code(batch.update_lines(bad).unwrap_err(), "invalid_argument");
+    assert_code(
+        batch.update_lines("a".into()).unwrap_err(),
+        "invalid_argument",
+    );
+    assert_code(
+        batch.update_line(JsValue::NULL).unwrap_err(),
+        "invalid_argument",
+    );
+    assert_eq!(batch.hex_digest(), expected, "failed calls hash nothing");
+}
+
+fn encode_stream(rows: std::ops::Range<u64>, cursor: Option<&str>) -> (Vec<u8>, String) {
+    let producer = CoreProducer::new(&StreamConfig::default(), FakeClock::new(0));
+    let mut enc = StreamEncoder::new(producer, CoreHasher::new(), 0, "1".repeat(32));
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let open = OpenFrame {
+        lease: "1".repeat(32),
+        snapshot_lsn: 1,
+        resumable: cursor.is_some(),
+        reason: cursor.is_none().then(|| "aggregate".to_owned()),
+        cursor: cursor.map(str::to_owned),
+        expires_at_ms: 9,
+        columns: vec![Column {
+            name: "id".into(),
+            decl_type: "INTEGER".into(),
+        }],
+        after_rows: 0,
+    };
+    let Ok(()) = enc.open(&open, &mut out);
+    for i in rows {
+        let v = format!("{{\"id\":{i},\"s\":\"\u{e9}\u{1F600}\"}}");
+        let Ok(()) = enc.row_raw(v.as_bytes(), &mut out);
+    }
+    let Ok(end) = enc.end(CloseReason::Ok, &mut out);
+    (out.concat(), end.prefix_hash)
+}
+
+fn decode_in_pieces(
+    dec: &mut StreamDecoder,
+    body: &[u8],
+    piece: usize,
+) -> Result<(Vec<JsValue>, JsValue), JsValue> {
+    let mut rows = Vec::new();
+    let mut end = JsValue::UNDEFINED;
+    for c in body.chunks(piece) {
+        let batch = dec.push(bytes(c))?;
+        let parsed = js_sys::JSON::parse(&get(&batch, "rows").as_string().unwrap())?;
+        assert_eq!(
+            Array::from(&parsed).length() as f64,
+            get(&batch, "rowCount").as_f64().unwrap()
+        );
+        rows.extend(Array::from(&parsed).iter());
+        if !get(&batch, "end").is_undefined() {
+            end = get(&batch, "end");
+        }
+    }
+    Ok((rows, end))
+}
+
+#[test]
+fn decoder_verifies_a_stream_split_at_any_size() {
+    let (body, hash) = encode_stream(0..50, Some(&"c".repeat(48)));
+    for piece in [1, 2, 3, 7, 64, 4096, body.len()] {
+        let mut dec = StreamDecoder::new(None).unwrap();
+        let (rows, end) = decode_in_pieces(&mut dec, &body, piece).unwrap();
+        assert_eq!(rows.len(), 50);
+        assert_eq!(get(&rows[49], "id").as_f64(), Some(49.0));
+        assert_eq!(get(&rows[0], "s").as_string().unwrap(), "\u{e9}\u{1F600}");
+        assert_eq!(get(&end, "prefix_hash").as_string().unwrap(), hash);
+        assert!(dec.complete());
+        assert_eq!(dec.prefix_hash(), hash);
+        assert!(
+            dec.begin_resume().is_null(),
+            "complete streams do not resume"
+        );
+    }
+}
+
+#[test]
+fn decoder_resumes_without_gap_or_duplicate() {
+    let cursor = "c".repeat(48);
+    let (body, hash) = encode_stream(0..20, Some(&cursor));
+    let text = std::str::from_utf8(&body).unwrap();
+    // Cut in the middle of row 8's line (line index 8 after the open line).
+    let cut = text.match_indices('\n').nth(8).unwrap().0 + 5;
+    let mut dec = StreamDecoder::new(None).unwrap();
+    let (first, _) = decode_in_pieces(&mut dec, &body[..cut], 10).unwrap();
+    assert_eq!(first.len(), 8);
+    let tail = dec.end_of_body().unwrap();
+    assert_eq!(
+        get(&tail, "rowCount").as_f64(),
+        Some(0.0),
+        "a cut row is dropped"
+    );
+    assert!(!dec.complete());
+    let req = dec.begin_resume();
+    assert_eq!(get(&req, "cursor").as_string().unwrap(), cursor);
+    assert_eq!(get(&req, "after_rows").as_f64(), Some(8.0));
+
+    // The server's resumed response: open(after_rows 8), rows 8.., end.
+    let lines: Vec<&str> = text.lines().collect();
+    let open = lines[0].replace("\"after_rows\":0", "\"after_rows\":8");
+    let mut resumed = format!("{open}\n");
+    for l in &lines[9..] {
+        resumed.push_str(l);
+        resumed.push('\n');
+    }
+    let (rest, end) = decode_in_pieces(&mut dec, resumed.as_bytes(), 13).unwrap();
+    assert_eq!(rest.len(), 12);
+    assert_eq!(get(&rest[0], "id").as_f64(), Some(8.0));
+    assert_eq!(get(&end, "prefix_hash").as_string().unwrap(), hash);
+    assert_eq!(dec.resumes(), 1);
+}
+
+#[test]
+fn decoder_refuses_tampered_and_malformed_streams() {
+    let (body, _) = encode_stream(0..5, None);
+    let mut tampered = body.clone();
+    let at = tampered.windows(6).position(|w| w == b"\"id\":3").unwrap();
+    tampered[at + 5] = b'4';
+    let mut dec = StreamDecoder::new(None).unwrap();
+    let err = decode_in_pieces(&mut dec, &tampered, 100).unwrap_err();
+    assert_code(err, "digest_mismatch");
+    assert_code(dec.push(bytes(b"\n")).unwrap_err(), "digest_mismatch");
+
+    let mut dec = StreamDecoder::new(None).unwrap();
+    assert_code(
+        dec.push(bytes(b"{\"row\":1}\n")).unwrap_err(),
+        "protocol_error",
+    );
+    let mut dec = StreamDecoder::new(None).unwrap();
+    let e = assert_code(dec.push(bytes(b"nope\n")).unwrap_err(), "malformed_line");
+    assert_eq!(get(&e, "line").as_f64(), Some(1.0));
+    // A non-resumable stream has nothing to resume from.
+    let mut dec = StreamDecoder::new(None).unwrap();
+    decode_in_pieces(&mut dec, &body[..body.len() / 2], 9).unwrap();
+    assert!(dec.begin_resume().is_null());
+}
+
+#[test]
+fn producer_returns_chunks_on_caps_and_reports_totals() {
+    let now = Function::new_no_args("return 1000");
+    let o = opts(r#"{"bufferBytes":16,"maxRows":100,"maxLatencyMs":50}"#);
+    Reflect::set(&o, &"now".into(), &now).unwrap();
+    let mut p = ChunkProducer::new(some(o)).unwrap();
+    assert_eq!(
+        Array::from(&p.push_row("abcdef".into()).unwrap()).length(),
+        0
+    );
+    assert_eq!(p.next_deadline_ms(), Some(1050.0));
+    let out = Array::from(&p.push_row(bytes(b"ghijklmno")).unwrap());
+    assert_eq!(out.length(), 1);
+    let chunk = Uint8Array::from(out.get(0)).to_vec();
+    assert_eq!(chunk, b"abcdef\n");
+    assert_eq!(p.last_flush().as_string().as_deref(), Some("bytes"));
+    let fin = Array::from(&p.finish().unwrap());
+    assert_eq!(Uint8Array::from(fin.get(0)).to_vec(), b"ghijklmno\n");
+    let t = p.totals();
+    assert_eq!(get(&t, "rows").as_f64(), Some(2.0));
+    assert_eq!(get(&t, "chunks").as_f64(), Some(2.0));
+    assert_eq!(get(&t, "bytes").as_f64(), Some(17.0));
+}
+
+#[test]
+fn a_throwing_clock_becomes_a_coded_error_and_loses_no_chunk() {
+    let now = Function::new_no_args("throw new TypeError('clock broke')");
+    let o = opts(r#"{"maxRows":1}"#);
+    Reflect::set(&o, &"now".into(), &now).unwrap();
+    let mut p = ChunkProducer::new(some(o)).unwrap();
+    let e = assert_code(p.push_row("r".into()).unwrap_err(), "clock_failed");
+    assert!(get(&e, "cause").is_instance_of::<js_sys::TypeError>());
+    let chunks = Array::from(&get(&e, "chunks"));
+    assert_eq!(Uint8Array::from(chunks.get(0)).to_vec(), b"r\n");
+
+    let o = js_sys::Object::new();
+    Reflect::set(&o, &"now".into(), &Function::new_no_args("return 'soon'")).unwrap();
+    let mut p = ChunkProducer::new(some(o.into())).unwrap();
+    assert_code(p.push_row("r".into()).unwrap_err(), "clock_failed");
+    assert_code(
+        ChunkProducer::new(some(opts(r#"{"now":5}"#)))
+            .err()
+            .unwrap(),
+        "invalid_argument",
+    );
+    assert_code(
+        ChunkProducer::new(some(opts(r#"{"pages":0}"#)))
+            .err()
+            .unwrap(),
+        "invalid_argument",
+    );
+}
+
+#[test]
+fn cursor_registry_masks_foreign_cursors() {
+    let reg = CursorRegistry::new(None).unwrap();
+    let info = opts(
+        r#"{"tenant":"t","principal":"alice","query":"SELECT 1","snapshotLsn":3,"expiresAtMs":1000}"#,
+    );
+    let token = reg.register(info, JsValue::from_str("payload")).unwrap();
+    assert_eq!(token.len(), 48);
+    let alice = opts(r#"{"tenant":"t","principal":"alice"}"#);
+    let bob = opts(r#"{"tenant":"t","principal":"bob"}"#);
+    let got = reg.resolve(&token, alice.clone(), Some(500.0)).unwrap();
+    assert_eq!(get(&got, "payload").as_string().unwrap(), "payload");
+    assert_eq!(get(&got, "snapshotLsn").as_f64(), Some(3.0));
+    assert_code(
+        reg.resolve(&token, bob.clone(), Some(500.0)).unwrap_err(),
+        "cursor_not_found",
+    );
+    assert_code(
+        reg.resolve(&token, alice.clone(), Some(1001.0))
+            .unwrap_err(),
+        "cursor_expired",
+    );
+    let token2 = reg
+        .register(
+            opts(r#"{"tenant":"t","principal":"alice","query":"q","expiresAtMs":1e12}"#),
+            JsValue::UNDEFINED,
+        )
+        .unwrap();
+    assert_code(
+        reg.cancel(&token2, bob, None).unwrap_err(),
+        "cursor_not_found",
+    );
+    reg.cancel(&token2, alice.clone(), None).unwrap();
+    assert_code(
+        reg.resolve(&token2, alice.clone(), None).unwrap_err(),
+        "cursor_cancelled",
+    );
+    assert_code(
+        reg.resolve(&token2, alice, Some(-1.0)).unwrap_err(),
+        "invalid_argument",
+    );
+    assert_code(
+        reg.register(opts(r#"{"tenant":"t"}"#), JsValue::UNDEFINED)
+            .unwrap_err(),
+        "invalid_argument",
+    );
+}
+
+#[test]
+fn jwt_exp_is_read_without_trusting_the_token() {
+    // {"alg":"HS256"} . {"exp":1700000000} . sig
+    let t = "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjE3MDAwMDAwMDB9.sig";
+    assert_eq!(parse_jwt_exp_ms_js(t), Some(1_700_000_000_000.0));
+    assert_eq!(parse_jwt_exp_ms_js("opaque"), None);
+}
+
+#[test]
+fn resumability_is_classified_and_a_throwing_callback_is_an_error() {
+    use super::resumable::assess_resumability_js;
+    let r = assess_resumability_js("SELECT * FROM events LIMIT 5", None).unwrap();
+    assert_eq!(get(&r, "resumable").as_bool(), Some(true));
+    assert!(get(&r, "reason").is_null());
+    assert_eq!(get(&r, "table").as_string().as_deref(), Some("events"));
+    assert_eq!(get(&r, "hasLimit").as_bool(), Some(true));
+
+    let r =
+        assess_resumability_js("SELECT kind, count(*) FROM events GROUP BY kind", None).unwrap();
+    assert_eq!(get(&r, "resumable").as_bool(), Some(false));
+    assert_eq!(get(&r, "reason").as_string().as_deref(), Some("group_by"));
+
+    let pk = Function::new_with_args("table", "return table === 't' ? 'id' : undefined");
+    let o = js_sys::Object::new();
+    Reflect::set(&o, &"integerPrimaryKey".into(), &pk).unwrap();
+    let r = assess_resumability_js("SELECT * FROM t ORDER BY id", some(o.into())).unwrap();
+    assert_eq!(get(&r, "resumable").as_bool(), Some(true));
+
+    let o = js_sys::Object::new();
+    let throws = Function::new_no_args("throw new Error('schema lookup failed')");
+    Reflect::set(&o, &"integerPrimaryKey".into(), &throws).unwrap();
+    let e = assess_resumability_js("SELECT * FROM t ORDER BY id", some(o.into())).unwrap_err();
+    let e = assert_code(e, "callback_failed");
+    assert!(get(&e, "cause").is_instance_of::<js_sys::Error>());
+}

@@ -1,0 +1,225 @@
+// streamQuery against a REAL rowstream server (ROWSTREAM_BIN), with faults
+// injected by a TCP proxy between the two. Skipped only when ROWSTREAM_BIN
+// is unset.
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { rowstream, collect, prng } from "./helpers.mjs";
+import { BIN, TOKEN, makeDatabase, startServer, startProxy, stats, waitFor } from "./server-harness.mjs";
+
+const { streamQuery, RowstreamError } = rowstream;
+const ROWS = 3000;
+const BIG_ROWS = 100_000;
+const SEED = Number(process.env.ROWSTREAM_TEST_SEED ?? Date.now() % 100_000);
+
+if (!BIN) {
+  test("real-server suite", { skip: "ROWSTREAM_BIN is not set: build with `cargo build --features server` and set ROWSTREAM_BIN to run it" }, () => {});
+} else {
+  describe(`real server (${BIN}, seed ${SEED})`, () => {
+    let fixture;
+    let server;
+    let baseline;
+    const open = [];
+    const q = (url, extra = {}) =>
+      streamQuery(url, { query: "SELECT * FROM t", token: TOKEN, bigint: true, backoffMs: 5, ...extra });
+
+    before(async () => {
+      fixture = makeDatabase(ROWS, BIG_ROWS);
+      server = await startServer(fixture.db);
+      open.push(server);
+    });
+    after(async () => {
+      for (const s of open) await s.stop();
+      fixture?.cleanup();
+    });
+
+    test("a complete stream arrives verified, exact and in rowid order", async () => {
+      const stream = q(server.url);
+      baseline = await collect(stream);
+      const s = stream.summary;
+      assert.equal(baseline.length, ROWS);
+      assert.equal(s.verified, true);
+      assert.equal(s.rowCount, ROWS);
+      assert.match(s.prefixHash, /^[0-9a-f]{64}$/);
+      assert.equal(s.resumes, 0);
+      assert.equal(s.resumable, true);
+      assert.deepEqual(s.columns.map((c) => c.name), ["id", "name", "big", "note"]);
+      baseline.forEach((r, i) => {
+        assert.equal(r.id, i + 1);
+        assert.equal(r.big, 9007199254740993n + BigInt(r.id) * 1000003n, "64-bit integers are exact");
+        assert.equal(r.note, `h\u00e9llo \u{1F600} \u4e16\u754c ${r.id}`);
+      });
+      const arrays = await collect(q(server.url, { shape: "array" }));
+      assert.deepEqual(arrays[41], Object.values(baseline[41]));
+    });
+
+    test("one dropped connection at a random byte offset is resumed: identical rows", async () => {
+      const rnd = prng(SEED);
+      for (let round = 0; round < 3; round++) {
+        const cut = 1500 + Math.floor(rnd() * 60_000);
+        const proxy = await startProxy(server.base, { cuts: [cut] });
+        try {
+          const stream = q(proxy.url);
+          const rows = await collect(stream);
+          assert.equal(stream.summary.resumes, 1, `cut at ${cut}`);
+          assert.equal(stream.summary.verified, true);
+          assert.deepEqual(rows, baseline, `cut at ${cut} (seed ${SEED})`);
+        } finally {
+          await proxy.close();
+        }
+      }
+    });
+
+    test("several dropped connections in a row are resumed: identical rows", async () => {
+      const rnd = prng(SEED + 1);
+      const cuts = Array.from({ length: 5 }, () => 1500 + Math.floor(rnd() * 20_000));
+      const proxy = await startProxy(server.base, { cuts });
+      try {
+        const stream = q(proxy.url);
+        const rows = await collect(stream);
+        const s = stream.summary;
+        assert.equal(s.resumes, cuts.length, `cuts ${cuts}`);
+        assert.equal(s.verified, true);
+        assert.equal(s.resumedFrom.length, cuts.length);
+        assert.ok(s.resumedFrom.every((n, i) => n > 0 && (i === 0 || n > s.resumedFrom[i - 1])), `${s.resumedFrom}`);
+        assert.deepEqual(rows, baseline, `cuts ${cuts} (seed ${SEED})`);
+      } finally {
+        await proxy.close();
+      }
+    });
+
+    test("a byte flipped in transit is a digest_mismatch", async () => {
+      const proxy = await startProxy(server.base, {
+        flip: { find: Buffer.from("tamper-me"), replace: Buffer.from("tamper-mf") },
+      });
+      try {
+        await assert.rejects(collect(q(proxy.url)), (e) => e instanceof RowstreamError && e.code === "digest_mismatch");
+      } finally {
+        await proxy.close();
+      }
+    });
+
+    test("abort stops reading, hits the cancel endpoint and releases the slot", async () => {
+      const calls = [];
+      const logged = (url, init) => {
+        calls.push({ url, body: JSON.parse(init.body) });
+        return fetch(url, init);
+      };
+      const ac = new AbortController();
+      const stream = q(server.url, { query: "SELECT * FROM big", signal: ac.signal, fetch: logged });
+      let n = 0;
+      await assert.rejects(
+        (async () => {
+          for await (const _ of stream) {
+            if (++n === 10) {
+              const st = await stats(server.base);
+              assert.ok(st.running_streams >= 1 && st.slots_in_use >= 1, JSON.stringify(st));
+              ac.abort();
+            }
+          }
+        })(),
+        (e) => e.name === "AbortError",
+      );
+      assert.ok(n < BIG_ROWS);
+      const cancel = calls.find((c) => c.url.endsWith("/cancel"));
+      assert.ok(cancel, "the cancel endpoint was called");
+      assert.equal(cancel.body.cursor, stream.summary.cursor);
+      await waitFor("the slot to be released", async () => {
+        const st = await stats(server.base);
+        return st.running_streams === 0 && st.slots_in_use === 0;
+      });
+      // A cancelled cursor is tombstoned (a mere disconnect would not be).
+      const res = await fetch(server.url, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ cursor: cancel.body.cursor, after_rows: 0, prefix_hash: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" }),
+      });
+      assert.equal(res.status, 409);
+      assert.equal((await res.json()).error.code, "cursor_cancelled");
+    });
+
+    // Resume requests rewritten on their way out, after a proxy drop.
+    async function resumeWith(rewrite) {
+      const proxy = await startProxy(server.base, { cuts: [4000] });
+      const fetchFn = async (url, init) => {
+        const body = JSON.parse(init.body);
+        if (body.cursor !== undefined && !url.endsWith("/cancel")) {
+          init = { ...init, body: JSON.stringify(await rewrite(body, url)) };
+        }
+        return fetch(url, init);
+      };
+      try {
+        return await collect(q(proxy.url, { fetch: fetchFn }));
+      } finally {
+        await proxy.close();
+      }
+    }
+
+    test("cursor errors on resume surface with their codes and statuses", async () => {
+      await assert.rejects(
+        resumeWith((b) => ({ ...b, cursor: "ab".repeat(24) })),
+        (e) => e instanceof RowstreamError && e.code === "cursor_not_found" && e.status === 404,
+      );
+      await assert.rejects(
+        resumeWith((b) => ({ ...b, prefix_hash: "0".repeat(64) })),
+        (e) => e instanceof RowstreamError && e.code === "prefix_hash_mismatch" && e.status === 409,
+      );
+      await assert.rejects(
+        resumeWith(async (b, url) => {
+          await fetch(`${url}/cancel`, { method: "POST", headers: { authorization: `Bearer ${TOKEN}` }, body: JSON.stringify({ cursor: b.cursor }) });
+          return b;
+        }),
+        (e) => e instanceof RowstreamError && e.code === "cursor_cancelled" && e.status === 409,
+      );
+    });
+
+    test("an expired cursor surfaces as cursor_expired", async () => {
+      const short = await startServer(fixture.db, ["--set", "stream.snapshot.ttl_ms=400"]);
+      open.push(short);
+      const proxy = await startProxy(short.base, { cuts: [4000] });
+      const slow = async (url, init) => {
+        if (JSON.parse(init.body).cursor !== undefined) await new Promise((r) => setTimeout(r, 900));
+        return fetch(url, init);
+      };
+      try {
+        await assert.rejects(collect(q(proxy.url, { fetch: slow })), (e) => e instanceof RowstreamError && e.code === "cursor_expired" && e.status === 410);
+      } finally {
+        await proxy.close();
+      }
+    });
+
+    test("429 when the caller's quota is full, with limit and current", async () => {
+      const one = await startServer(fixture.db, ["--set", "stream.max_per_principal=1"]);
+      open.push(one);
+      const ac = new AbortController();
+      const holder = q(one.url, { query: "SELECT * FROM big", signal: ac.signal })[Symbol.asyncIterator]();
+      await holder.next();
+      try {
+        await assert.rejects(collect(q(one.url)), (e) => {
+          assert.ok(e instanceof RowstreamError);
+          assert.equal(e.code, "principal_stream_quota_exhausted");
+          assert.equal(e.status, 429);
+          assert.equal(e.details.limit, 1);
+          assert.equal(e.details.current, 1);
+          return true;
+        });
+      } finally {
+        ac.abort();
+        await holder.next().catch(() => {});
+      }
+    });
+
+    test("refusals and non-resumable interruptions are clear errors", async () => {
+      await assert.rejects(collect(q(server.url, { query: "DELETE FROM t" })), (e) => e.code === "stream_unsupported_statement" && e.status === 400);
+      await assert.rejects(collect(q(server.url, { token: "wrong" })), (e) => e.code === "unauthorized" && e.status === 401);
+      const proxy = await startProxy(server.base, { cuts: [3000] });
+      try {
+        await assert.rejects(
+          collect(q(proxy.url, { query: "SELECT name, count(*) FROM t GROUP BY name" })),
+          (e) => e instanceof RowstreamError && e.code === "stream_interrupted" && /group_by/.test(e.message),
+        );
+      } finally {
+        await proxy.close();
+      }
+    });
+  });
+}
