@@ -79,23 +79,22 @@ if ! grep -q 'Running headless tests in Chrome' "$out/wasm-chromium.log"; then
 fi
 count_rust "$out/wasm-chromium.log"
 
-if [ -x scripts/build-pkg.sh ]; then
-  run_step build-pkg scripts/build-pkg.sh
-fi
+run_step build-pkg scripts/build-pkg.sh
 
-if compgen -G "tests/js/*.test.mjs" >/dev/null; then
-  ensure_node_modules tests/js
-  run_step build-server cargo build --features server --bin rowstream
-  export ROWSTREAM_BIN="$PWD/target/debug/rowstream"
-  run_step js-tests node --test --test-reporter=tap tests/js/
-  count_node "$out/js-tests.log"
-fi
+# The JS suites and the browser e2e test run against the built package (pkg/)
+# and a real server binary.
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+run_step build-server cargo build --features server --bin rowstream --example demo_db
+export ROWSTREAM_BIN="$target_dir/debug/rowstream"
+export ROWSTREAM_DEMO_DB_BIN="$target_dir/debug/examples/demo_db"
 
-if compgen -G "tests/e2e/*.test.mjs" >/dev/null; then
-  ensure_node_modules tests/e2e
-  run_step e2e-tests node --test --test-reporter=tap tests/e2e/
-  count_node "$out/e2e-tests.log"
-fi
+ensure_node_modules tests/js
+run_step js-tests node --test --test-reporter=tap tests/js/
+count_node "$out/js-tests.log"
+
+ensure_node_modules tests/e2e
+run_step e2e-tests node --test --test-reporter=tap tests/e2e/
+count_node "$out/e2e-tests.log"
 
 say "all steps passed in $(($(date +%s) - started))s"
 echo "rowstream tests: $passed passed, $failed failed"
