@@ -7,7 +7,12 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use rowstream::core::audit::{AuditSink, JsonLinesAuditSink};
 use rowstream::core::config::{StreamConfig, KEYS};
-use rowstream::server::Server;
+use rowstream::server::ingest::{DEFAULT_INGEST_IDLE_TIMEOUT, DEFAULT_INGEST_MAX_LINE_BYTES};
+use rowstream::server::limits::{
+    QueryLimits, DEFAULT_QUERY_MAX_STEP_MS, DEFAULT_QUERY_MAX_VALUE_BYTES,
+    DEFAULT_REQUEST_BODY_TIMEOUT_MS,
+};
+use rowstream::server::{IngestMode, Server};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve POST /v1/query/stream and POST /v1/query/stream/cancel.
+    /// Serve POST /v1/query/stream, POST /v1/query/stream/cancel and POST /v1/ingest/stream.
     #[command(after_long_help = after_help())]
     Serve(ServeArgs),
 }
@@ -66,6 +71,43 @@ struct ServeArgs {
     /// Serve the files of this directory at / (for example the demo's www/).
     #[arg(long, value_name = "DIR")]
     static_dir: Option<PathBuf>,
+
+    /// How POST /v1/ingest/stream is made atomic: `staged` (rows staged in a private temp
+    /// table, copied in one short write transaction after the end line verified) or `direct`
+    /// (one write transaction for the whole upload).
+    #[arg(long, default_value = "staged", value_name = "MODE", value_parser = parse_ingest_mode)]
+    ingest_mode: IngestMode,
+
+    /// Longest line accepted in an input stream (413 line_too_long past it).
+    #[arg(long, default_value_t = DEFAULT_INGEST_MAX_LINE_BYTES, value_name = "BYTES")]
+    ingest_max_line_bytes: usize,
+
+    /// Largest input-stream body (413 payload_too_large past it). Default: no limit.
+    #[arg(long, value_name = "BYTES")]
+    ingest_max_body_bytes: Option<u64>,
+
+    /// Longest wait for the next piece of an upload (408 request_timeout, nothing written).
+    #[arg(long, default_value_t = DEFAULT_INGEST_IDLE_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    ingest_idle_timeout_ms: u64,
+
+    /// Longest a streamed query may compute without producing a row (error line
+    /// resource_limit_exceeded); 0 = only the snapshot TTL bounds it.
+    #[arg(long, default_value_t = DEFAULT_QUERY_MAX_STEP_MS, value_name = "MS")]
+    query_max_step_ms: u64,
+
+    /// Largest string/blob/row a streamed query may build (SQLITE_LIMIT_LENGTH;
+    /// error line resource_limit_exceeded).
+    #[arg(long, default_value_t = DEFAULT_QUERY_MAX_VALUE_BYTES, value_name = "BYTES")]
+    query_max_value_bytes: usize,
+
+    /// Longest wait for a whole JSON request body of the query/cancel routes
+    /// (408 request_timeout; slowloris bodies).
+    #[arg(long, default_value_t = DEFAULT_REQUEST_BODY_TIMEOUT_MS, value_name = "MS")]
+    request_body_timeout_ms: u64,
+}
+
+fn parse_ingest_mode(s: &str) -> Result<IngestMode, String> {
+    IngestMode::parse(s).ok_or_else(|| "expected `staged` or `direct`".to_string())
 }
 
 fn after_help() -> String {
@@ -77,7 +119,7 @@ fn after_help() -> String {
     format!(
         "Authentication:\n  With no --token and no --jwt-secret the server is OPEN: every caller is principal\n  `anonymous` in tenant `default`. Otherwise requests need `Authorization: Bearer <token>`.\n  The tenant always comes from the server's configuration, never from a request header.\n\n\
 Configuration keys (--set KEY=VALUE, or rows of `rowstream_config(key TEXT PRIMARY KEY, value)`\n  in a tenant database, read when a stream opens and frozen for it):\n{}\n\n\
-Endpoints:\n  POST /v1/query/stream          {{\"query\":\"SELECT ...\",\"params\":[...],\"shape\":\"object\"|\"array\"}}\n                                 or {{\"cursor\":\"...\",\"after_rows\":N,\"prefix_hash\":\"...\"}}\n  POST /v1/query/stream/cancel   {{\"cursor\":\"...\"}}\n  GET  /v1/debug/stats           pinned snapshots, running streams, slots, cursors\n\n\
+Endpoints:\n  POST /v1/query/stream          {{\"query\":\"SELECT ...\",\"params\":[...],\"shape\":\"object\"|\"array\"}}\n                                 or {{\"cursor\":\"...\",\"after_rows\":N,\"prefix_hash\":\"...\"}}\n  POST /v1/query/stream/cancel   {{\"cursor\":\"...\"}}\n  POST /v1/ingest/stream         NDJSON: {{\"open\":{{\"table\":\"t\",\"columns\":[...],\"verify\":\"sha256\"}}}}, {{\"row\":{{...}}}}..., {{\"end\":{{\"sha256\":\"...\"}}}}\n                                 (all rows land or none; answer {{\"end\":{{\"row_count\":N,...}}}})\n  GET  /v1/debug/stats           pinned snapshots, running streams, slots, cursors\n\n\
 Values: INTEGER exact, REAL as JSON numbers (NaN/Infinity as null), TEXT as strings,\n  BLOB as base64 strings, NULL as null. Only single read-only queries are streamed.\n\n\
 Shutdown: SIGINT/SIGTERM end running streams (`end` reason cancelled) and exit.\n\n\
 Example:\n  rowstream serve --db app.sqlite --listen 127.0.0.1:0 --token s3cret=default:alice \\\n    --set stream.snapshot.ttl_ms=30000 --audit-log audit.jsonl",
@@ -150,6 +192,18 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     for (k, v) in args.settings {
         b = b.set(k, v);
     }
+    b = b
+        .ingest_mode(args.ingest_mode)
+        .ingest_max_line_bytes(args.ingest_max_line_bytes)
+        .ingest_max_body_bytes(args.ingest_max_body_bytes)
+        .ingest_idle_timeout(std::time::Duration::from_millis(
+            args.ingest_idle_timeout_ms,
+        ))
+        .query_limits(QueryLimits {
+            max_step_ms: args.query_max_step_ms,
+            max_value_bytes: args.query_max_value_bytes,
+            request_body_timeout_ms: args.request_body_timeout_ms,
+        });
     if let Some(dir) = args.static_dir {
         b = b.static_dir(dir);
     }

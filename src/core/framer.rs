@@ -123,6 +123,16 @@ impl NdjsonFramer {
         chunk: &[u8],
         mut on_line: F,
     ) -> Result<(), FramerError> {
+        self.push_numbered(chunk, |l, _| on_line(l))
+    }
+
+    /// Like [`NdjsonFramer::push`], also handing each line's 1-based number
+    /// in the stream (blank lines counted), for errors that name their line.
+    pub fn push_numbered<F: FnMut(&str, u64)>(
+        &mut self,
+        chunk: &[u8],
+        mut on_line: F,
+    ) -> Result<(), FramerError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -165,6 +175,14 @@ impl NdjsonFramer {
     /// Ends the stream: a last line without a newline is delivered. The framer
     /// is then ready for a new stream (line numbers continue).
     pub fn finish<F: FnMut(&str)>(&mut self, mut on_line: F) -> Result<(), FramerError> {
+        self.finish_numbered(|l, _| on_line(l))
+    }
+
+    /// Like [`NdjsonFramer::finish`], with the line's number.
+    pub fn finish_numbered<F: FnMut(&str, u64)>(
+        &mut self,
+        mut on_line: F,
+    ) -> Result<(), FramerError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -192,7 +210,7 @@ impl NdjsonFramer {
         e
     }
 
-    fn complete_line<F: FnMut(&str)>(
+    fn complete_line<F: FnMut(&str, u64)>(
         &mut self,
         raw: &[u8],
         on_line: &mut F,
@@ -206,7 +224,7 @@ impl NdjsonFramer {
             Ok(s) => {
                 if !s.bytes().all(|b| b.is_ascii_whitespace()) {
                     self.lines_delivered += 1;
-                    on_line(s);
+                    on_line(s, self.lines_seen);
                 }
                 Ok(())
             }
@@ -267,6 +285,17 @@ mod tests {
         assert_eq!(f.pending_bytes(), 4);
         assert_eq!(f.push_collect(b":2}\n").unwrap(), vec!["{\"b\":2}"]);
         assert_eq!(f.lines_delivered(), 2);
+    }
+
+    #[test]
+    fn numbered_lines_count_blank_ones() {
+        let mut f = NdjsonFramer::new();
+        let mut got = Vec::new();
+        f.push_numbered(b"a\n\n  \nb\r\nc", |l, n| got.push((l.to_owned(), n)))
+            .unwrap();
+        f.finish_numbered(|l, n| got.push((l.to_owned(), n)))
+            .unwrap();
+        assert_eq!(got, vec![("a".into(), 1), ("b".into(), 4), ("c".into(), 5)]);
     }
 
     #[test]

@@ -239,6 +239,10 @@ impl IngestParser {
             .expect("one key");
         match (self.expect, key.as_str()) {
             (Expect::Open, "open") => {
+                // serde would also read a struct from an array (`["t",["a"]]`).
+                if !inner.is_object() {
+                    return Err(bad("open must be an object".into()));
+                }
                 let open: IngestOpen =
                     serde_json::from_value(inner).map_err(|e| bad(format!("invalid open: {e}")))?;
                 if open.columns.is_empty() {
@@ -265,6 +269,9 @@ impl IngestParser {
                 Ok(IngestEvent::Row(values))
             }
             (Expect::Rows, "end") => {
+                if !inner.is_object() {
+                    return Err(bad("end must be an object".into()));
+                }
                 let end: EndLine =
                     serde_json::from_value(inner).map_err(|e| bad(format!("invalid end: {e}")))?;
                 let actual = self.hasher.hex_digest();
@@ -475,6 +482,13 @@ mod tests {
         assert_eq!(run(&[dup]).unwrap_err().code(), ErrorCode::BadRequest);
         let extra = r#"{"open":{"table":"t","columns":["a"],"mode":"x"}}"#;
         assert_eq!(run(&[extra]).unwrap_err().code(), ErrorCode::BadRequest);
+        let as_array = r#"{"open":["t",["a"],"none"]}"#;
+        assert_eq!(run(&[as_array]).unwrap_err().code(), ErrorCode::BadRequest);
+        let end_array = format!(r#"{{"end":["{}"]}}"#, "0".repeat(64));
+        assert_eq!(
+            run(&[OPEN, &end_array]).unwrap_err().code(),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

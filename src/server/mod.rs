@@ -20,7 +20,11 @@
 //! [`integration`] instead. Design notes: `SERVER.md`.
 
 pub mod auth;
+#[doc(hidden)]
+pub mod fuzz_api;
+pub mod ingest;
 pub mod integration;
+pub mod limits;
 pub mod pipe;
 mod rewrite;
 mod routes;
@@ -50,6 +54,7 @@ use self::sql::{ConnectionInit, ReadConn};
 use self::stream::Pinned;
 
 pub use self::auth::{sign_hs256, Caller};
+pub use self::ingest::{IngestMode, IngestSettings};
 
 /// Rows between two resume checkpoints, by default.
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1024;
@@ -243,6 +248,8 @@ pub(crate) struct AppState {
     pub(crate) checkpoint_every: u64,
     pub(crate) max_pinned: usize,
     pub(crate) static_dir: Option<PathBuf>,
+    pub(crate) ingest: IngestSettings,
+    pub(crate) limits: limits::QueryLimits,
 }
 
 impl AppState {
@@ -288,6 +295,8 @@ pub struct ServerBuilder {
     max_pinned: usize,
     static_dir: Option<PathBuf>,
     init: Option<ConnectionInit>,
+    ingest: IngestSettings,
+    limits: limits::QueryLimits,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -372,6 +381,37 @@ impl ServerBuilder {
         self
     }
 
+    /// How input streams are made atomic (default [`IngestMode::Staged`]).
+    pub fn ingest_mode(mut self, mode: IngestMode) -> Self {
+        self.ingest.mode = mode;
+        self
+    }
+
+    /// Longest line of an input stream (default 1 MiB, at least 1 byte).
+    pub fn ingest_max_line_bytes(mut self, n: usize) -> Self {
+        self.ingest.max_line_bytes = n.max(1);
+        self
+    }
+
+    /// Largest input-stream body (default: no limit).
+    pub fn ingest_max_body_bytes(mut self, n: Option<u64>) -> Self {
+        self.ingest.max_body_bytes = n;
+        self
+    }
+
+    /// Longest wait for the next piece of an upload (default 30 s).
+    pub fn ingest_idle_timeout(mut self, d: Duration) -> Self {
+        self.ingest.idle_timeout = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Resource limits of streamed queries (step time, value size); see
+    /// [`limits`].
+    pub fn query_limits(mut self, limits: limits::QueryLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Serve the files of `dir` at `/` (GET only).
     pub fn static_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.static_dir = Some(dir.into());
@@ -439,6 +479,8 @@ impl ServerBuilder {
                 checkpoint_every: self.checkpoint_every,
                 max_pinned: self.max_pinned,
                 static_dir: self.static_dir,
+                ingest: self.ingest,
+                limits: self.limits,
             }),
         })
     }
@@ -501,6 +543,8 @@ impl Server {
             max_pinned: DEFAULT_MAX_PINNED,
             static_dir: None,
             init: None,
+            ingest: IngestSettings::default(),
+            limits: limits::QueryLimits::default(),
         }
     }
 

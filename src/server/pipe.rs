@@ -170,7 +170,10 @@ impl<'c> StatementWatch<'c> {
     /// Starts watching `conn` for `ctl`.
     pub fn new(ctl: &Arc<StreamCtl>, conn: &'c rusqlite::Connection) -> Self {
         let stop = ctl.clone();
-        conn.progress_handler(1000, Some(move || stop.is_stopped()));
+        conn.progress_handler(
+            1000,
+            Some(move || stop.is_stopped() || super::limits::step_deadline_passed()),
+        );
         let interrupt = conn.get_interrupt_handle();
         ctl.set_interrupt(move || interrupt.interrupt());
         StatementWatch {

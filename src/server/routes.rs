@@ -37,6 +37,12 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
                 .fallback(method_not_allowed),
         )
         .route(
+            "/v1/ingest/stream",
+            post(super::ingest::ingest_handler)
+                .options(preflight)
+                .fallback(method_not_allowed),
+        )
+        .route(
             "/v1/debug/stats",
             get(stats_handler)
                 .options(preflight)
@@ -104,7 +110,7 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -119,7 +125,11 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Box<Res
         })
 }
 
-async fn read_json(body: Body, headers: &HeaderMap) -> Result<serde_json::Value, Response> {
+async fn read_json(
+    body: Body,
+    headers: &HeaderMap,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value, Response> {
     let too_large = || {
         refuse(
             ErrorCode::PayloadTooLarge,
@@ -134,7 +144,19 @@ async fn read_json(body: Body, headers: &HeaderMap) -> Result<serde_json::Value,
     {
         return Err(too_large());
     }
-    let bytes = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
+    // Slowloris: the whole body must arrive within the timeout (no slot is
+    // held while it does not).
+    let read = axum::body::to_bytes(body, MAX_REQUEST_BODY);
+    let Ok(read) = tokio::time::timeout(timeout, read).await else {
+        return Err(refuse(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        ));
+    };
+    let bytes = match read {
         Ok(b) => b,
         Err(e) => {
             let is_limit = std::error::Error::source(&e)
@@ -153,7 +175,7 @@ async fn read_json(body: Body, headers: &HeaderMap) -> Result<serde_json::Value,
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FreshBody {
+pub(crate) struct FreshBody {
     query: String,
     #[serde(default)]
     params: Option<Params>,
@@ -163,7 +185,7 @@ struct FreshBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ResumeBody {
+pub(crate) struct ResumeBody {
     cursor: String,
     after_rows: u64,
     prefix_hash: String,
@@ -171,7 +193,7 @@ struct ResumeBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CancelBody {
+pub(crate) struct CancelBody {
     cursor: String,
 }
 
@@ -207,7 +229,7 @@ async fn stream_handler(
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let value = match read_json(body, &headers).await {
+    let value = match read_json(body, &headers, state.limits.body_timeout()).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -294,10 +316,14 @@ async fn cancel_handler(
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let value = match read_json(body, &headers).await {
+    let value = match read_json(body, &headers, state.limits.body_timeout()).await {
         Ok(v) => v,
         Err(r) => return r,
     };
+    // serde would also read a struct from a JSON array (`["<cursor>"]`).
+    if !value.is_object() {
+        return bad_request("expected a JSON object");
+    }
     let req: CancelBody = match serde_json::from_value(value) {
         Ok(r) => r,
         Err(e) => return bad_request(e),

@@ -134,6 +134,15 @@ impl ReadConn {
     /// Prepares a client's query and applies the read-only gate. Nothing is
     /// executed. Errors are the protocol refusals.
     pub fn prepare_checked(&self, sql: &str) -> Result<Statement<'_>, ErrorBody> {
+        // SQLite stops compiling at a NUL, silently dropping the rest, while
+        // the resumability classifier and the rowid rewrite see the whole
+        // text: refuse it instead.
+        if sql.contains('\0') {
+            return Err(ErrorBody::new(
+                ErrorCode::QueryError,
+                "the query contains a NUL character",
+            ));
+        }
         self.denied.store(false, Ordering::SeqCst);
         let prepared = self.conn.prepare(sql);
         let denied = self.denied.swap(false, Ordering::SeqCst);

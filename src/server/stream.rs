@@ -1,7 +1,7 @@
 //! Producing one response: fresh streams and resumes, on a blocking thread.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
@@ -150,16 +150,21 @@ impl Drop for LeaseGuard<'_> {
             self.reason = CloseReason::Error;
             self.cause = "panic".into();
             if !self.finished {
-                let f = self.pipe.finish(
+                // Recorded before the `end` line becomes visible, as on
+                // every other exit.
+                let pipe = self.pipe;
+                pipe.finish(
                     Some(&ErrorBody::new(
                         ErrorCode::InternalError,
                         "the server failed",
                     )),
                     CloseReason::Error,
-                    |_| {},
+                    |f| {
+                        self.row_count = f.row_count;
+                        self.bytes = f.bytes;
+                        self.record();
+                    },
                 );
-                self.row_count = f.row_count;
-                self.bytes = f.bytes;
             }
         } else if !self.finished {
             self.pipe.abort();
@@ -188,7 +193,7 @@ impl LeaseGuard<'_> {
     }
 }
 
-fn capacity(
+pub(crate) fn capacity(
     state: &AppState,
     caller: &Caller,
     cfg: &StreamConfig,
@@ -299,6 +304,7 @@ impl Pump<'_> {
             }
             match rows.next() {
                 Ok(Some(row)) => {
+                    super::limits::row_produced();
                     if self.clock.now_ms() > self.expires_at_ms {
                         return Outcome::Stopped(StopCause::SnapshotExpired);
                     }
@@ -336,10 +342,7 @@ impl Pump<'_> {
                     if let Some(c) = self.ctl.cause() {
                         return Outcome::Stopped(c);
                     }
-                    return Outcome::Failed(ErrorBody::new(
-                        ErrorCode::QueryError,
-                        sql_error_text(&e),
-                    ));
+                    return Outcome::Failed(super::limits::step_error(&e));
                 }
             }
         }
@@ -432,6 +435,7 @@ pub(crate) fn run_fresh(
         Ok(rc) => rc,
         Err(e) => return refuse(&mut ready, internal(e)),
     };
+    super::limits::apply(&rc.conn, &state.limits);
     let runtime = read_runtime_config(&rc.conn);
     let cfg = StreamConfig::load_over(&runtime, &state.boot);
 
@@ -589,7 +593,13 @@ pub(crate) fn run_fresh(
 
     let outcome = match &pinned {
         Some(h) => {
-            let conn_guard = lock(&h.payload.conn);
+            // A resume that superseded this response may hold the pinned
+            // connection for as long as it streams: stop waiting when told to.
+            let Some(conn_guard) = lock_unless_stopped(&h.payload.conn, &ctl) else {
+                let cause = ctl.cause().unwrap_or(StopCause::Cancel);
+                finish(&mut guard, &pipe, Outcome::Stopped(cause), cap);
+                return;
+            };
             let Some(rc) = conn_guard.as_ref() else {
                 return;
             };
@@ -645,6 +655,18 @@ pub(crate) fn run_fresh(
     finish(&mut guard, &pipe, outcome, cap);
 }
 
+/// Locks `m`, unless `ctl` is stopped while it waits.
+fn lock_unless_stopped<'a, T>(m: &'a Mutex<T>, ctl: &StreamCtl) -> Option<MutexGuard<'a, T>> {
+    loop {
+        match m.try_lock() {
+            Ok(g) => return Some(g),
+            Err(TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) if ctl.is_stopped() => return None,
+            Err(TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
 /// What a resume must verify before it streams.
 struct Verify<'a> {
     after_rows: u64,
@@ -675,6 +697,7 @@ fn execute(
     bind_params(&mut stmt, params).map_err(Refusal::from_body)?;
     // Declared before `rows`, so it is dropped after the statement is reset.
     let _watch = StatementWatch::new(ctl, &rc.conn);
+    let _deadline = super::limits::StepDeadline::arm(&state.limits);
     let mut rows = stmt.raw_query();
     if let Some((v, on_verified)) = verify {
         let mismatch = || {
@@ -693,7 +716,7 @@ fn execute(
         state.replayed.fetch_add(v.skip, Ordering::Relaxed);
         for _ in 0..v.skip {
             match rows.next() {
-                Ok(Some(_)) => {}
+                Ok(Some(_)) => super::limits::row_produced(),
                 Ok(None) => return Err(mismatch()),
                 Err(e) => return Err(stopped(e)),
             }
@@ -709,6 +732,7 @@ fn execute(
                     writer.write(row, &mut line);
                     line.push(b'}');
                     hasher.update_line(&line);
+                    super::limits::row_produced();
                     at += 1;
                     state.replayed.fetch_add(1, Ordering::Relaxed);
                 }
