@@ -72,7 +72,9 @@ export type ClientErrorCode =
   | "snapshot_expired"
   | "stream_error"
   | "already_iterated"
-  | "not_initialized";
+  | "not_initialized"
+  | "invalid_row"
+  | "ingest_interrupted";
 
 /** Every error of the streaming client. */
 export class RowstreamError extends Error {
@@ -181,3 +183,90 @@ export class NdjsonDecoderStream<T = ExactJsonValue> extends TransformStream<
 > {
   constructor(options?: NdjsonDecoderOptions);
 }
+
+/**
+ * A value `ingestRows` writes into a column: integers (`number` or exact
+ * 64-bit `bigint`), reals, text, `null`, booleans (stored as 1/0); arrays and
+ * plain objects are stored as their JSON text (nested `bigint`s as exact
+ * digits). `undefined` (or an absent key) is NULL.
+ */
+export type IngestValue =
+  | null
+  | boolean
+  | number
+  | bigint
+  | string
+  | readonly IngestValue[]
+  | { readonly [key: string]: IngestValue | undefined };
+
+/** The JSON text of a row: every listed column of `Row` holds an `IngestValue`. */
+export type IngestRow<Row> = { readonly [K in keyof Row]: IngestValue | undefined };
+
+/** Rows for `ingestRows`: an array, any iterable, or an async iterable (e.g. an async generator). */
+export type IngestSource<Row> = Iterable<Row> | AsyncIterable<Row>;
+
+export interface IngestOptions<Column extends string = string> {
+  /** The target table (an ordinary table of the token's tenant). */
+  table: string;
+  /**
+   * The columns written, in this order. Row keys not listed are ignored; a
+   * listed key that is absent or `undefined` is NULL.
+   */
+  columns: readonly Column[];
+  /**
+   * `"sha256"` (default): the server checks the SHA-256 prefix digest of the
+   * row lines against the one sent in the `end` line and commits nothing on
+   * a mismatch. `"none"`: no digest is sent (`integrity: "unchecked"`).
+   */
+  verify?: "sha256" | "none";
+  /** Bearer token, or a function returning one (called once per upload). */
+  token?: string | (() => string | Promise<string>);
+  /** Aborting cuts the upload (the server rolls back) and rejects with `signal.reason`. */
+  signal?: AbortSignal;
+  /**
+   * How the body is sent. `true`: a `ReadableStream` body (`duplex: "half"`),
+   * produced as it is sent, in constant memory. `false`: the whole body is
+   * built first as a `Blob` (memory grows with the upload). `"auto"`
+   * (default): stream where the runtime can (Node, Deno, Bun; browsers
+   * with streamed uploads on `https:` URLs, falling back to a `Blob` when the
+   * connection refuses the stream before a row was read), else a `Blob`.
+   */
+  stream?: "auto" | boolean;
+  /** The `fetch` to use (default `globalThis.fetch`); it receives `duplex: "half"` with a stream body. */
+  fetch?: (input: string, init: RequestInit & { duplex?: "half" }) => Promise<Response>;
+}
+
+/** What `ingestRows` resolves to: the server's `end` object, plus the digest sent. */
+export interface IngestResult {
+  /** Rows committed (all the rows sent). */
+  row_count: number;
+  /** `"ok"` when the server checked a digest, `"unchecked"` otherwise. */
+  integrity: "ok" | "unchecked";
+  /** The server's lease id of the upload (32 hex), as in its audit log. */
+  lease: string;
+  /**
+   * The prefix digest (PROTOCOL §2.1) of the row lines sent, computed by the
+   * client (also with `verify: "none"`). Reading the same columns back in
+   * the same order with `streamQuery` gives the same `prefixHash` when the
+   * values round-trip unchanged and every listed column was present.
+   */
+  sha256: string;
+}
+
+/**
+ * Uploads `rows` into `options.table` through `POST /v1/ingest/stream`
+ * (`url` is that endpoint), atomically: every row lands or none does.
+ * Rejects with a `RowstreamError`: the server's code (`unknown_column`,
+ * `integrity_failed`, `invalid_row`, `unauthorized`, ... with `status` and
+ * `details`: `line`, `column`, `expected`/`actual`, `limit`/`current`;
+ * `retryAfterMs`), `invalid_row` (no `status`) for a row value that is not
+ * JSON, or `ingest_interrupted` when the connection failed
+ * (`details.outcome`: `"rolled_back"` before the end line was sent,
+ * `"unknown"` after). An error thrown by the source, or an abort, rejects
+ * with that error / `signal.reason` and rolls back.
+ */
+export function ingestRows<Row extends IngestRow<Row>>(
+  url: string | URL,
+  rows: IngestSource<Row>,
+  options: IngestOptions<Extract<keyof Row, string>>,
+): Promise<IngestResult>;

@@ -6,6 +6,7 @@
 import wbgInit, {
   initSync as wbgInitSync,
   NdjsonFramer,
+  PrefixHasher,
   StreamDecoder,
 } from "./rowstream.js";
 import { parseExact } from "./exact-json.js";
@@ -555,5 +556,570 @@ export class NdjsonDecoderStream extends TransformStream {
         emit(lines, controller);
       },
     });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Input streams: `ingestRows` (PROTOCOL.md §4).
+
+const VERIFY_MODES = new Set(["sha256", "none"]);
+const UPLOAD_MODES = new Set(["auto", true, false]);
+const I64_MIN = -(2n ** 63n);
+const I64_MAX = 2n ** 63n - 1n;
+// A batch of row lines is hashed with one `updateLines` call and becomes one
+// piece of the body: at most this many rows / UTF-16 units, and (for async
+// sources) no older than BATCH_MS, so a slow source still trickles rows out
+// (the server times an idle upload out).
+const BATCH_ROWS = 1024;
+const BATCH_CHARS = 64 * 1024;
+const BATCH_MS = 50;
+// The Blob fallback folds its string parts into a Blob every this many
+// UTF-16 units, so the JS heap holds at most one such slice at a time.
+const BLOB_SLICE_CHARS = 4 * 1024 * 1024;
+
+/**
+ * Uploads rows into `options.table` through `POST /v1/ingest/stream`,
+ * atomically: the promise resolves to the server's `end` object (plus the
+ * `sha256` of the row lines sent) once every row has landed, and otherwise
+ * rejects with a `RowstreamError` (no row landed). `rows` is an array, an
+ * iterable or an async iterable of row objects; only `options.columns` are
+ * written. See the README for streaming vs `Blob` uploads.
+ */
+export async function ingestRows(url, rows, options) {
+  checkIngestOptions(options);
+  if (
+    rows === null ||
+    typeof rows !== "object" ||
+    (typeof rows[Symbol.asyncIterator] !== "function" && typeof rows[Symbol.iterator] !== "function")
+  ) {
+    throw new TypeError("ingestRows: rows must be an array, an iterable or an async iterable of row objects");
+  }
+  const userSignal = options.signal;
+  userSignal?.throwIfAborted();
+  await init();
+  const target = String(url);
+  const fetchFn = options.fetch ?? globalThis.fetch.bind(globalThis);
+  const headers = { "content-type": "application/x-ndjson", accept: "application/json" };
+  let token = options.token;
+  if (typeof token === "function") token = await token();
+  if (typeof token === "string" && token !== "") headers.authorization = `Bearer ${token}`;
+  userSignal?.throwIfAborted();
+
+  let mode = uploadMode(options.stream ?? "auto", target);
+  let body = new IngestBody(rows, options);
+  const ctl = new AbortController();
+  const onAbort = () => {
+    body.stop();
+    ctl.abort(userSignal.reason);
+  };
+  userSignal?.addEventListener("abort", onAbort, { once: true });
+  const aborted = () => userSignal?.aborted === true;
+  try {
+    let res;
+    for (;;) {
+      try {
+        if (mode === "blob") {
+          const blob = await body.toBlob();
+          if (aborted()) throw userSignal.reason;
+          if (body.error !== null) throw body.error;
+          res = await fetchFn(target, { method: "POST", headers, body: blob, signal: ctl.signal });
+        } else {
+          res = await fetchFn(target, {
+            method: "POST",
+            headers,
+            body: body.toStream(ctl),
+            duplex: "half",
+            signal: ctl.signal,
+          });
+        }
+        break;
+      } catch (e) {
+        if (aborted()) throw userSignal.reason;
+        if (body.error !== null) throw body.error;
+        if (e instanceof RowstreamError) throw e;
+        // A browser that takes stream bodies but cannot send them over this
+        // connection (Chrome over HTTP/1.1) fails at once: no row has been
+        // read from the source yet, so the upload is redone as a Blob.
+        if (mode === "stream-or-blob" && e instanceof TypeError && !body.started) {
+          body.dispose();
+          body = new IngestBody(rows, options);
+          mode = "blob";
+          continue;
+        }
+        throw interrupted(e, body, mode);
+      }
+    }
+    // The answer can come before the upload ends (an early refusal): stop
+    // producing rows; the body is then closed at the next piece.
+    body.stop();
+    let text;
+    try {
+      if (!res.ok) throw await errorFromResponse(res);
+      text = await res.text();
+    } catch (e) {
+      if (aborted()) throw userSignal.reason;
+      if (e instanceof RowstreamError) throw e;
+      throw interrupted(e, body, mode);
+    }
+    let answer;
+    try {
+      answer = JSON.parse(text);
+    } catch (e) {
+      throw new RowstreamError("protocol_error", "the ingest answer is not JSON", {
+        cause: e,
+        status: res.status,
+      });
+    }
+    const end = answer !== null && typeof answer === "object" ? answer.end : undefined;
+    if (end !== null && typeof end === "object" && typeof end.row_count === "number") {
+      return { ...end, sha256: body.digest };
+    }
+    const error = answer !== null && typeof answer === "object" ? answer.error : undefined;
+    if (error !== null && typeof error === "object") throw serverError(error, res.status, undefined);
+    throw new RowstreamError("protocol_error", "the ingest answer has neither `end` nor `error`", {
+      status: res.status,
+    });
+  } finally {
+    userSignal?.removeEventListener("abort", onAbort);
+    // An upload still open after the answer (or after any failure) is cut.
+    if (!body.finished) ctl.abort(new RowstreamError("cancelled", "the ingest upload was stopped"));
+    body.dispose();
+  }
+}
+
+function interrupted(e, body, mode) {
+  const endSent = body.endProduced;
+  const hint =
+    mode === "stream" && !body.started && e instanceof TypeError && !isServerRuntime()
+      ? ' (browsers send streamed request bodies only over HTTP/2; use `stream: "auto"` or `false`)'
+      : "";
+  return new RowstreamError(
+    "ingest_interrupted",
+    `the ingest upload failed${hint}: ${e?.message ?? e}` +
+      (endSent
+        ? " (the end line was sent: the rows may have landed)"
+        : " (the end line was not sent: no row landed)"),
+    { cause: e, details: { outcome: endSent ? "unknown" : "rolled_back" } },
+  );
+}
+
+function checkIngestOptions(options) {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError("ingestRows: options must be an object");
+  }
+  if (typeof options.table !== "string" || options.table === "") {
+    throw new TypeError("ingestRows: options.table must be a non-empty string");
+  }
+  const cols = options.columns;
+  if (!Array.isArray(cols) || cols.length === 0) {
+    throw new TypeError("ingestRows: options.columns must be a non-empty array of column names");
+  }
+  const seen = new Set();
+  for (const c of cols) {
+    if (typeof c !== "string" || c === "") {
+      throw new TypeError("ingestRows: options.columns must hold non-empty strings");
+    }
+    if (seen.has(c)) throw new TypeError(`ingestRows: column "${c}" is listed twice`);
+    seen.add(c);
+  }
+  if (options.verify !== undefined && !VERIFY_MODES.has(options.verify)) {
+    throw new TypeError('ingestRows: options.verify must be "sha256" or "none"');
+  }
+  if (options.stream !== undefined && !UPLOAD_MODES.has(options.stream)) {
+    throw new TypeError('ingestRows: options.stream must be "auto", true or false');
+  }
+  if (options.fetch !== undefined && typeof options.fetch !== "function") {
+    throw new TypeError("ingestRows: options.fetch must be a function");
+  }
+}
+
+function isServerRuntime() {
+  return isNode() || typeof globalThis.Deno === "object" || typeof globalThis.Bun === "object";
+}
+
+let streamedBodies = null;
+
+/**
+ * Whether `fetch` takes a `ReadableStream` request body (`duplex: "half"`).
+ * Engines without support turn the stream into the text
+ * "[object ReadableStream]" (and set a text Content-Type) or never read
+ * `duplex`.
+ */
+function supportsStreamedBodies() {
+  if (streamedBodies === null) {
+    streamedBodies = false;
+    try {
+      let duplexRead = false;
+      const req = new Request("http://localhost/", {
+        method: "POST",
+        body: new ReadableStream(),
+        get duplex() {
+          duplexRead = true;
+          return "half";
+        },
+      });
+      streamedBodies = duplexRead && !req.headers.has("content-type");
+    } catch {
+      streamedBodies = false;
+    }
+  }
+  return streamedBodies;
+}
+
+/** "stream", "blob", or "stream-or-blob" (stream, redo as a Blob if refused at once). */
+function uploadMode(option, url) {
+  if (option === true) return "stream";
+  if (option === false) return "blob";
+  if (!supportsStreamedBodies()) return "blob";
+  if (isServerRuntime()) return "stream";
+  // Browsers stream uploads only over HTTP/2 (Chrome), which they speak only
+  // over TLS: a plain-http URL can never stream.
+  let protocol = "";
+  try {
+    protocol = new URL(url, globalThis.location?.href).protocol;
+  } catch {
+    protocol = "";
+  }
+  return protocol === "https:" ? "stream-or-blob" : "blob";
+}
+
+let yieldImpl = null;
+
+/** Resolves on a later macrotask (not a microtask), without timer clamping. */
+function yieldToEventLoop() {
+  if (yieldImpl === null) {
+    if (typeof globalThis.setImmediate === "function") {
+      yieldImpl = () => new Promise((resolve) => globalThis.setImmediate(resolve));
+    } else if (typeof MessageChannel === "function") {
+      // A channel per call, closed at once: an open port could keep a
+      // runtime's event loop alive.
+      yieldImpl = () =>
+        new Promise((resolve) => {
+          const { port1, port2 } = new MessageChannel();
+          port1.onmessage = () => {
+            port1.close();
+            port2.close();
+            resolve();
+          };
+          port2.postMessage(null);
+        });
+    } else {
+      yieldImpl = () => new Promise((resolve) => setTimeout(resolve, 0));
+    }
+  }
+  return yieldImpl();
+}
+
+/** An internal marker for a value that is not JSON; `path` names where. */
+class NotJson extends Error {
+  constructor(path, message) {
+    super(message);
+    this.path = path;
+  }
+}
+
+function describe(v) {
+  if (v === null) return "null";
+  if (v === undefined) return "undefined";
+  if (typeof v !== "object") return `a ${typeof v}`;
+  if (Array.isArray(v)) return "an array";
+  const name = Object.getPrototypeOf(v)?.constructor?.name;
+  return typeof name === "string" && name !== "" ? `a ${name}` : "an object";
+}
+
+function isPlainObject(v) {
+  const proto = Object.getPrototypeOf(v);
+  // Object.prototype of any realm (its own prototype is null), or none.
+  return proto === null || Object.getPrototypeOf(proto) === null;
+}
+
+/** Exact JSON text of a nested value (BigInt as digits); throws NotJson. */
+function jsonOf(v, path, ancestors) {
+  switch (typeof v) {
+    case "string":
+      return JSON.stringify(v);
+    case "number":
+      if (Number.isFinite(v)) return JSON.stringify(v);
+      throw new NotJson(path, `${v} is not a JSON number`);
+    case "boolean":
+      return v ? "true" : "false";
+    case "bigint":
+      return v.toString();
+    case "object": {
+      if (v === null) return "null";
+      if (ancestors.includes(v)) throw new NotJson(path, "a circular structure is not JSON");
+      ancestors.push(v);
+      try {
+        if (Array.isArray(v)) {
+          const parts = [];
+          for (let i = 0; i < v.length; i++) {
+            const item = v[i];
+            if (item === undefined) {
+              throw new NotJson(`${path}[${i}]`, "undefined (or a hole) in an array is not a JSON value");
+            }
+            parts.push(jsonOf(item, `${path}[${i}]`, ancestors));
+          }
+          return `[${parts.join(",")}]`;
+        }
+        if (!isPlainObject(v)) {
+          throw new NotJson(
+            path,
+            `${describe(v)} is not a JSON value (convert it first, e.g. a Date with toISOString())`,
+          );
+        }
+        const parts = [];
+        for (const k of Object.keys(v)) {
+          const item = v[k];
+          if (item === undefined) continue;
+          parts.push(`${JSON.stringify(k)}:${jsonOf(item, `${path}.${k}`, ancestors)}`);
+        }
+        return `{${parts.join(",")}}`;
+      } finally {
+        ancestors.pop();
+      }
+    }
+    default:
+      throw new NotJson(path, `${describe(v)} is not a JSON value`);
+  }
+}
+
+function invalidRow(index, column, message) {
+  return new RowstreamError(
+    "invalid_row",
+    `row ${index} (line ${index + 2})${column === undefined ? "" : `, column "${column}"`}: ${message}`,
+    { details: column === undefined ? { line: index + 2, row: index } : { line: index + 2, row: index, column } },
+  );
+}
+
+/** (row, index) => its line `{"row":{...}}`, with the listed columns only. */
+function rowSerializer(columns) {
+  const keys = columns.map((c) => `${JSON.stringify(c)}:`);
+  const n = columns.length;
+  return (row, index) => {
+    if (row === null || typeof row !== "object" || Array.isArray(row)) {
+      throw invalidRow(index, undefined, `${describe(row)} is not a row object`);
+    }
+    let out = '{"row":{';
+    let first = true;
+    for (let i = 0; i < n; i++) {
+      const v = row[columns[i]];
+      let text;
+      if (v === undefined) {
+        continue; // absent: NULL
+      } else if (typeof v === "string") {
+        text = JSON.stringify(v);
+      } else if (typeof v === "bigint") {
+        if (v < I64_MIN || v > I64_MAX) {
+          throw invalidRow(index, columns[i], `${v} does not fit a 64-bit integer`);
+        }
+        text = v.toString();
+      } else {
+        try {
+          text = jsonOf(v, columns[i], []);
+        } catch (e) {
+          if (!(e instanceof NotJson)) throw e;
+          const where = e.path === columns[i] ? "" : ` (at ${e.path})`;
+          throw invalidRow(index, columns[i], `${e.message}${where}`);
+        }
+      }
+      out += first ? keys[i] + text : `,${keys[i]}${text}`;
+      first = false;
+    }
+    return `${out}}}`;
+  };
+}
+
+/**
+ * The request body of one upload, produced piece by piece on demand: the
+ * open line, batches of row lines (hashed as they are made), the end line.
+ */
+class IngestBody {
+  constructor(rows, options) {
+    this.rows = rows;
+    this.verify = options.verify ?? "sha256";
+    this.openLine = `${JSON.stringify({
+      open: { table: options.table, columns: options.columns, verify: this.verify },
+    })}\n`;
+    this.serialize = rowSerializer(options.columns);
+    this.hasher = new PrefixHasher();
+    this.iterator = null;
+    this.isAsync = false;
+    this.exhausted = false;
+    this.rowCount = 0;
+    this.digest = undefined;
+    /** The source has been asked for a row. */
+    this.started = false;
+    this.openProduced = false;
+    this.endProduced = false;
+    /** The body stream was closed after its end line. */
+    this.finished = false;
+    this.stopped = false;
+    this.sourceClosed = false;
+    this.error = null;
+  }
+
+  /** The next piece of the body, or null once it is complete or stopped. */
+  async next() {
+    if (this.stopped || this.endProduced) return null;
+    if (!this.openProduced) {
+      this.openProduced = true;
+      return this.openLine;
+    }
+    if (this.iterator === null) {
+      this.started = true;
+      const rows = this.rows;
+      if (typeof rows[Symbol.asyncIterator] === "function") {
+        this.iterator = rows[Symbol.asyncIterator]();
+        this.isAsync = true;
+      } else {
+        this.iterator = rows[Symbol.iterator]();
+      }
+    }
+    const batch = [];
+    let chars = 0;
+    const since = this.isAsync ? Date.now() : 0;
+    while (batch.length < BATCH_ROWS && chars < BATCH_CHARS) {
+      let r;
+      if (this.isAsync) {
+        r = await this.iterator.next();
+        if (this.stopped) return null;
+      } else {
+        r = this.iterator.next();
+      }
+      if (r.done) {
+        this.exhausted = true;
+        break;
+      }
+      const line = this.serialize(r.value, this.rowCount + batch.length);
+      batch.push(line);
+      chars += line.length;
+      if (this.isAsync && Date.now() - since >= BATCH_MS) break;
+    }
+    let text = "";
+    if (batch.length > 0) {
+      try {
+        this.hasher.updateLines(batch);
+      } catch (e) {
+        throw fromBinding(e);
+      }
+      this.rowCount += batch.length;
+      text = `${batch.join("\n")}\n`;
+    }
+    if (this.exhausted) {
+      this.digest = this.hasher.hexDigest();
+      text += this.verify === "none" ? '{"end":{}}\n' : `{"end":{"sha256":"${this.digest}"}}\n`;
+      this.endProduced = true;
+    }
+    return text;
+  }
+
+  /** Stops producing; the source iterator is closed. */
+  stop() {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.closeSource();
+  }
+
+  closeSource() {
+    const it = this.iterator;
+    if (it === null || this.exhausted || this.sourceClosed) return;
+    this.sourceClosed = true;
+    try {
+      // Not awaited: an async generator busy in its body would hold us up.
+      const p = typeof it.return === "function" ? it.return() : undefined;
+      if (p !== null && typeof p === "object" && typeof p.then === "function") p.then(undefined, () => {});
+    } catch {
+      // The source's own cleanup failing is not the upload's failure.
+    }
+  }
+
+  fail(e) {
+    if (this.error === null) this.error = e;
+    this.stop();
+  }
+
+  dispose() {
+    this.stop();
+    if (this.hasher !== null) {
+      this.hasher.free();
+      this.hasher = null;
+    }
+  }
+
+  /** The body as a stream of UTF-8 pieces, pulled as `fetch` sends them. */
+  toStream(ctl) {
+    const encoder = new TextEncoder();
+    return new ReadableStream(
+      {
+        pull: async (controller) => {
+          let text;
+          try {
+            // A macrotask turn per piece: otherwise a fast synchronous
+            // source keeps fetch's write loop in microtasks, and the
+            // server's early answer is never read.
+            if (this.openProduced) await yieldToEventLoop();
+            text = await this.next();
+          } catch (e) {
+            // Never an end line after a failure: the server rolls back.
+            this.fail(e);
+            ctl.abort(e);
+            try {
+              controller.error(e);
+            } catch {
+              // Already cancelled by fetch.
+            }
+            return;
+          }
+          try {
+            if (text !== null) controller.enqueue(encoder.encode(text));
+            if (text === null || this.endProduced) {
+              controller.close();
+              if (this.endProduced) this.finished = true;
+            }
+          } catch {
+            // fetch cancelled the body (abort, early answer): nothing to do.
+          }
+        },
+        cancel: () => {
+          this.stop();
+        },
+      },
+      // Nothing is produced before fetch asks for it.
+      { highWaterMark: 0 },
+    );
+  }
+
+  /**
+   * The whole body as a Blob (the fallback for engines without streamed
+   * uploads). Folded into a Blob slice every few MiB: browsers keep large
+   * Blobs outside the JS heap (Chrome may spill them to disk).
+   */
+  async toBlob() {
+    const slices = [];
+    let parts = [];
+    let chars = 0;
+    for (;;) {
+      let text;
+      try {
+        text = await this.next();
+      } catch (e) {
+        this.fail(e);
+        break;
+      }
+      if (text === null) break;
+      parts.push(text);
+      chars += text.length;
+      if (chars >= BLOB_SLICE_CHARS) {
+        slices.push(new Blob(parts));
+        parts = [];
+        chars = 0;
+      }
+      if (this.endProduced) {
+        this.finished = true;
+        break;
+      }
+    }
+    slices.push(new Blob(parts));
+    return new Blob(slices, { type: "application/x-ndjson" });
   }
 }

@@ -155,18 +155,31 @@ pub(crate) async fn ingest_handler(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // A refusal before the upload is read still drains the body (in the
+    // background, bounded by `drain`): a client busy sending would otherwise
+    // race into a closed socket and never see the answer.
+    let refuse = |body: Body, response: Response| {
+        tokio::spawn(drain(body));
+        response
+    };
     let caller = match authenticate(&state, &headers) {
         Ok(c) => c,
-        Err(r) => return *r,
+        Err(r) => return refuse(body, *r),
     };
     if state.shutting_down.load(Ordering::SeqCst) {
-        return refusal_response(Refusal::new(
-            ErrorCode::ShuttingDown,
-            "the server is shutting down",
-        ));
+        return refuse(
+            body,
+            refusal_response(Refusal::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            )),
+        );
     }
     let Some(tenant) = state.tenants.get(&caller.scope.tenant).cloned() else {
-        return refusal_response(Refusal::new(ErrorCode::Unauthorized, "unknown tenant"));
+        return refuse(
+            body,
+            refusal_response(Refusal::new(ErrorCode::Unauthorized, "unknown tenant")),
+        );
     };
     let settings = state.ingest.clone();
     if let Some(max) = settings.max_body_bytes {
@@ -175,7 +188,7 @@ pub(crate) async fn ingest_handler(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max) {
-            return refusal_response(too_large(max));
+            return refuse(body, refusal_response(too_large(max)));
         }
     }
 
