@@ -14,7 +14,10 @@
 //!
 //! Environment: `ROWSTREAM_BENCH_QUICK=1` (fewer repetitions, 8 concurrent
 //! streams: a smoke run, not for the record), `ROWSTREAM_BENCH_PKG` (the built
-//! npm package, default `$CARGO_TARGET_DIR/bench-pkg`), `ROWSTREAM_BENCH_SKIP_JS=1`.
+//! npm package, default `$CARGO_TARGET_DIR/bench-pkg`), `ROWSTREAM_BENCH_SKIP_JS=1`,
+//! `ROWSTREAM_BENCH_BIN` (another `rowstream` binary, e.g. a patched build,
+//! in place of this package's). Quick, partial and `ROWSTREAM_BENCH_BIN` runs
+//! write `target/tmp/rowstream-bench/BENCHMARKS.partial.md`, not `BENCHMARKS.md`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -365,7 +368,10 @@ impl Server {
     }
 
     fn rowstream(db: &Path) -> Server {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_rowstream"));
+        let bin = std::env::var_os("ROWSTREAM_BENCH_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rowstream")));
+        let mut c = Command::new(bin);
         c.arg("serve")
             .arg("--db")
             .arg(db)
@@ -719,6 +725,15 @@ fn server_items(report: &mut Report, db1m: &Path, db10m: &Path, cache: &Path, qu
     let (srv_rs, srv_base) = (us(rs.cpu_s() - cpu_rs0), us(base.cpu_s() - cpu_base0));
     let client = us(client_rs + client_base) / 2.0;
     let floor = 1e6 / report.floor_rows_s;
+    report.row(
+        "1b",
+        "Single stream: server CPU per row (user + system; lower is better; less sensitive to other load)",
+        format!("{srv_rs:.3} µs"),
+        format!("{srv_base:.3} µs"),
+        srv_base / srv_rs,
+        "(diagnostic)",
+        srv_base / srv_rs >= 1.5,
+    );
     report.note(format!(
         "Item 1 CPU per row (user + system, /proc stat): rowstream server {srv_rs:.3} µs, baseline server {srv_base:.3} µs, the reading client {client:.3} µs (rowstream runs {:.3}, baseline runs {:.3}); floor SQLite + SHA-256 {floor:.3} µs",
         us(client_rs),
@@ -815,10 +830,10 @@ fn server_items(report: &mut Report, db1m: &Path, db10m: &Path, cache: &Path, qu
     report.row(
         "5",
         "Resume: time to first row at after_rows = 999,000 vs at 1,000 (median)",
-        format!("{a:.2} ms"),
-        format!("{b:.2} ms"),
+        format!("{a:.2} ms at 999,000"),
+        format!("{b:.2} ms at 1,000"),
         a / b,
-        "≤ 2× (ratio = 999k / 1k)",
+        "≤ 2× (ratio = 999,000 ÷ 1,000 time)",
         a / b <= 2.0,
     );
     drop(rs);
@@ -887,14 +902,28 @@ fn server_items(report: &mut Report, db1m: &Path, db10m: &Path, cache: &Path, qu
 
     // 4. 32 concurrent 1M-row streams.
     let n = if quick { 8 } else { 32 };
-    let (agg_rs, hwm_rs, cpu_rs) = concurrent(Server::rowstream(db1m), n, &all);
-    let (agg_base, hwm_base, cpu_base) = concurrent(Server::baseline(db1m), n, &all);
-    report.note(format!(
-        "Item 4 server CPU per row over the concurrent run: rowstream {cpu_rs:.3} µs, baseline {cpu_base:.3} µs"
-    ));
+    // Alternating fresh processes, best aggregate of 2 each; peak RSS is the
+    // highest of the runs.
+    let (mut agg_rs, mut hwm_rs, mut cpu_rs) = (0.0f64, 0u64, f64::MAX);
+    let (mut agg_base, mut hwm_base, mut cpu_base) = (0.0f64, 0u64, f64::MAX);
+    for _ in 0..2 {
+        let (a, h, c) = concurrent(Server::rowstream(db1m), n, &all);
+        (agg_rs, hwm_rs, cpu_rs) = (agg_rs.max(a), hwm_rs.max(h), cpu_rs.min(c));
+        let (a, h, c) = concurrent(Server::baseline(db1m), n, &all);
+        (agg_base, hwm_base, cpu_base) = (agg_base.max(a), hwm_base.max(h), cpu_base.min(c));
+    }
+    report.row(
+        "4c",
+        &format!("{n} concurrent streams: server CPU per row (user + system; lower is better; less sensitive to other load)"),
+        format!("{cpu_rs:.3} µs"),
+        format!("{cpu_base:.3} µs"),
+        cpu_base / cpu_rs,
+        "(diagnostic)",
+        cpu_base / cpu_rs >= 1.5,
+    );
     report.row(
         "4a",
-        &format!("{n} concurrent 1M-row streams: aggregate rows/s"),
+        &format!("{n} concurrent 1M-row streams: aggregate rows/s (best of 2, alternating)"),
         fmt_rate(agg_rs),
         fmt_rate(agg_base),
         agg_rs / agg_base,
@@ -903,7 +932,9 @@ fn server_items(report: &mut Report, db1m: &Path, db10m: &Path, cache: &Path, qu
     );
     report.row(
         "4b",
-        &format!("{n} concurrent 1M-row streams: server peak RSS (VmHWM)"),
+        &format!(
+            "{n} concurrent 1M-row streams: server peak RSS (VmHWM, highest of 2 fresh processes)"
+        ),
         format!("{:.1} MiB", mib(hwm_rs)),
         format!("{:.1} MiB", mib(hwm_base)),
         f64::NAN,
@@ -1067,7 +1098,7 @@ fn client_items(report: &mut Report, cache: &Path, quick: bool) {
         let r = &v["results"];
         let get = |k: &str| r[k]["mb_s"].as_f64().unwrap_or(f64::NAN);
         let ver = v["env"]["version"].as_str().unwrap_or("");
-        report.env.push(format!("{host}: {ver}"));
+        report.env.push(ver.to_owned());
         let rs = get("rowstream_streamQuery");
         let npm = get("npm_best");
         report.row(
@@ -1217,7 +1248,11 @@ impl Report {
             rowstream,
             baseline,
             ratio,
-            format!("{target} {}", if holds { "✅ holds" } else { "❌ missed" }),
+            if target == "(diagnostic)" {
+                target.to_owned()
+            } else {
+                format!("{target} {}", if holds { "✅ holds" } else { "❌ missed" })
+            },
         ];
         eprintln!("bench: {}", line.join(" | "));
         self.rows.push(line);
@@ -1230,9 +1265,11 @@ impl Report {
 
     fn table(&self) -> String {
         let mut t = String::from(
-            "| # | measurement | rowstream | baseline | ratio | target |\n|---|---|---|---|---|---|\n",
+            "| # | measurement | rowstream | compared with (baseline unless stated) | ratio (rowstream ÷ baseline speed, unless stated) | target |\n|---|---|---|---|---|---|\n",
         );
-        for r in &self.rows {
+        let mut rows = self.rows.clone();
+        rows.sort_by(|a, b| a[0].cmp(&b[0]));
+        for r in &rows {
             t.push_str(&format!("| {} |\n", r.join(" | ")));
         }
         t
@@ -1286,7 +1323,15 @@ impl Report {
         for n in &self.notes {
             md.push_str(&format!("- {n}\n"));
         }
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+        // Partial or experimental runs do not overwrite the record.
+        let partial = self.quick
+            || std::env::var_os("ROWSTREAM_BENCH_BIN").is_some()
+            || std::env::var("ROWSTREAM_BENCH_SKIP_JS").as_deref() == Ok("1");
+        let path = if partial {
+            cache_dir().join("BENCHMARKS.partial.md")
+        } else {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md")
+        };
         std::fs::write(&path, md).expect("write BENCHMARKS.md");
         eprintln!("bench: wrote {}", path.display());
     }
@@ -1301,4 +1346,5 @@ const METHOD: &str = "\
 - **Item 5**: a full stream hashes its row lines client-side to get the prefix digests at 1,000 and 999,000 rows; then resumes of that cursor alternate and the time from request to the first row line is compared (median). One complete resume checks the final `end`.
 - **Client items**: 200,000 real rows fetched from the server in this run, held in memory and cut into 64 KiB slices (lines cross slice borders), fed as a `ReadableStream`. *rowstream*: `streamQuery` with a `fetch` that returns that stream (the real path: `StreamDecoder` frames, hashes and checks every row line against `end.prefix_hash`, rows are `JSON.parse`d, the iteration yields each row object; the run fails unless `summary.verified`). *Best npm pipeline*: an async generator with a hand byte framer (`indexOf(0x0A)`), one `TextDecoder.decode` per chunk, `JSON.parse` per line, row-line bytes copied into one batch per chunk and fed to hash-wasm's incremental SHA-256, the digest compared to `end.prefix_hash`. Both yield the same row objects to the same `for await` loop. References: `StreamDecoder` driven synchronously (streamQuery without its stream/generator layer), a floor (hash-wasm over pre-batched row bytes + one `JSON.parse` per pre-built batch, no framing), `NdjsonDecoderStream` and `ndjson-readablestream` (neither verifies). Hashing alone: `PrefixHasher.updateLine(chunk)` vs hash-wasm `update(chunk)` over the same slices. MB/s = body bytes / time, median of N after a warm-up; Chromium is Debian's `/usr/bin/chromium` headless, driven by playwright-core.
 - **Size**: `scripts/build-pkg.sh` output (no wasm-opt), `gzip -9` of each file, summed.
+- **Floors and ceilings** (in *Details*): where a target is missed, the run also measures what the work itself costs on this machine, in CPU time (robust against other load): SQLite stepping + reading every column, SHA-256 over 170-byte lines, the baseline's producing loop without I/O; server CPU per row from `/proc/PID/stat` over the throughput runs; in the clients, a floor that only hashes pre-batched row bytes and `JSON.parse`s pre-built batches. A ratio above (baseline cost ÷ floor cost) is out of reach for any implementation that does the same work.
 ";
