@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 ROWSTREAM_SETUP_BROWSER=1 ensure_toolchain
 
+# The load suite holds ~1,300 sockets at once: lift the soft descriptor limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 out="test-output"
 rm -rf "$out"
 mkdir -p "$out"

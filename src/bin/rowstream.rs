@@ -9,8 +9,8 @@ use rowstream::core::audit::{AuditSink, JsonLinesAuditSink};
 use rowstream::core::config::{StreamConfig, KEYS};
 use rowstream::server::ingest::{DEFAULT_INGEST_IDLE_TIMEOUT, DEFAULT_INGEST_MAX_LINE_BYTES};
 use rowstream::server::limits::{
-    QueryLimits, DEFAULT_QUERY_MAX_STEP_MS, DEFAULT_QUERY_MAX_VALUE_BYTES,
-    DEFAULT_REQUEST_BODY_TIMEOUT_MS,
+    QueryLimits, DEFAULT_HEADER_READ_TIMEOUT_MS, DEFAULT_QUERY_MAX_STEP_MS,
+    DEFAULT_QUERY_MAX_VALUE_BYTES, DEFAULT_REQUEST_BODY_TIMEOUT_MS,
 };
 use rowstream::server::{IngestMode, Server};
 
@@ -104,6 +104,11 @@ struct ServeArgs {
     /// (408 request_timeout; slowloris bodies).
     #[arg(long, default_value_t = DEFAULT_REQUEST_BODY_TIMEOUT_MS, value_name = "MS")]
     request_body_timeout_ms: u64,
+
+    /// Longest time a client may take to send a request head (slowloris);
+    /// the connection is closed past it.
+    #[arg(long, default_value_t = DEFAULT_HEADER_READ_TIMEOUT_MS, value_name = "MS")]
+    header_read_timeout_ms: u64,
 }
 
 fn parse_ingest_mode(s: &str) -> Result<IngestMode, String> {
@@ -203,6 +208,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             max_step_ms: args.query_max_step_ms,
             max_value_bytes: args.query_max_value_bytes,
             request_body_timeout_ms: args.request_body_timeout_ms,
+            header_read_timeout_ms: args.header_read_timeout_ms,
         });
     if let Some(dir) = args.static_dir {
         b = b.static_dir(dir);

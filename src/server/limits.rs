@@ -10,12 +10,16 @@
 //!   burn a core without sending anything.
 //! - **Value size** (`--query-max-value-bytes`, [`QueryLimits::max_value_bytes`]):
 //!   `sqlite3_limit(SQLITE_LIMIT_LENGTH)` on every read connection, so
-//!   `randomblob(1e9)`, `zeroblob`, `printf('%.*c')`, `replace`/`||` doubling
-//!   and `group_concat` fail inside SQLite with `SQLITE_TOOBIG` before they
+//!   `randomblob(1e9)`, `zeroblob`, `replace`/`||` doubling and
+//!   `group_concat` fail inside SQLite with `SQLITE_TOOBIG` before they
 //!   allocate.
 //!
 //! Both end the stream with an error line `resource_limit_exceeded` (then
 //! `end` with reason `error`); nothing else is affected.
+//!
+//! Two HTTP timeouts live here too, as they bound the same kind of abuse:
+//! the whole JSON body of the query/cancel routes (`408 request_timeout`) and
+//! the request head (hyper's `header_read_timeout`, see `listen.rs`).
 //!
 //! The deadline state is thread-local: a statement is stepped on one blocking
 //! thread from its first step to its reset, and the progress handler runs on
@@ -39,7 +43,10 @@ pub const DEFAULT_QUERY_MAX_VALUE_BYTES: usize = 64 * 1024 * 1024;
 /// Default [`QueryLimits::request_body_timeout_ms`]: 10 s.
 pub const DEFAULT_REQUEST_BODY_TIMEOUT_MS: u64 = 10_000;
 
-/// Limits applied to every streamed query.
+/// Default [`QueryLimits::header_read_timeout_ms`]: 10 s.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+
+/// Limits applied to every streamed query (and the request that carries it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryLimits {
     /// Longest time (ms) SQLite may run without producing a row; 0 = no
@@ -52,6 +59,10 @@ pub struct QueryLimits {
     /// cancel routes (`408 request_timeout`; slowloris bodies). Input
     /// streams have their own idle timeout.
     pub request_body_timeout_ms: u64,
+    /// Longest time (ms) a client may take to send a request head (HTTP/1.1;
+    /// hyper's `header_read_timeout`): the connection is closed past it
+    /// (slowloris heads, idle keep-alive connections).
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for QueryLimits {
@@ -60,6 +71,7 @@ impl Default for QueryLimits {
             max_step_ms: DEFAULT_QUERY_MAX_STEP_MS,
             max_value_bytes: DEFAULT_QUERY_MAX_VALUE_BYTES,
             request_body_timeout_ms: DEFAULT_REQUEST_BODY_TIMEOUT_MS,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
         }
     }
 }
@@ -67,6 +79,10 @@ impl Default for QueryLimits {
 impl QueryLimits {
     pub(crate) fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.request_body_timeout_ms.max(1))
+    }
+
+    pub(crate) fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms.max(1))
     }
 
     fn length_limit(&self) -> i32 {

@@ -25,6 +25,7 @@ pub mod fuzz_api;
 pub mod ingest;
 pub mod integration;
 pub mod limits;
+mod listen;
 pub mod pipe;
 mod rewrite;
 mod routes;
@@ -593,12 +594,11 @@ impl Server {
         };
         let app = self.router();
         let st = state.clone();
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                st.begin_shutdown();
-            })
-            .await;
+        let result = listen::serve(listener, app, state.limits.header_timeout(), async move {
+            shutdown.await;
+            st.begin_shutdown();
+        })
+        .await;
         state.begin_shutdown();
         for _ in 0..100 {
             if lock(&state.running).is_empty() {
