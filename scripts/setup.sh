@@ -44,6 +44,13 @@ ensure_browser() {
   fi
 }
 
+ensure_cargo_fuzz() {
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    say "installing cargo-fuzz"
+    cargo install cargo-fuzz --version 0.13.2
+  fi
+}
+
 ensure_node_modules() { # DIR: npm ci (or install) when node_modules is missing or stale
   local dir="$1"
   [ -f "$dir/package.json" ] || return 0

@@ -2,7 +2,8 @@
 # Runs every test of rowstream, installing what is missing first:
 #   format and lints (native and wasm32), native tests (core + server),
 #   wasm tests in Node and in headless Chromium, the JS suites against the
-#   built npm package and a real server, and the browser end-to-end test.
+#   built npm package and a real server, the browser end-to-end test, and a
+#   short run of every fuzz target.
 # Logs go to test-output/. Exits non-zero on the first failing step, or when
 # a runner ran no test at all.
 set -euo pipefail
@@ -98,6 +99,10 @@ count_node "$out/js-tests.log"
 ensure_node_modules tests/e2e
 run_step e2e-tests node --test --test-reporter=tap tests/e2e/
 count_node "$out/e2e-tests.log"
+
+# Every cargo-fuzz target for a few seconds: a crash fails the run.
+ensure_cargo_fuzz
+run_step fuzz-smoke env FUZZ_SECONDS=5 scripts/fuzz-smoke.sh
 
 say "all steps passed in $(($(date +%s) - started))s"
 echo "rowstream tests: $passed passed, $failed failed"
