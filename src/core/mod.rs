@@ -1,7 +1,8 @@
 //! The host-independent core: every primitive of an NDJSON output stream.
 //!
-//! Nothing here names a host crate (no wasm-bindgen, js-sys, tokio, axum or
-//! rusqlite); the server (`server` feature) and the wasm bindings adapt it.
+//! Nothing here depends on a host: no HTTP stack, async runtime, database
+//! driver or JS binding. The server (`server` feature) and the wasm bindings
+//! adapt the core, never the other way round.
 
 pub mod audit;
 pub mod cancel;

@@ -220,22 +220,30 @@ fn cursor_refusal(state: &AppState, caller: &Caller, e: CursorError) -> Response
     refuse(code, e.to_string())
 }
 
+/// Authenticates the caller, then reads the body as one JSON object (serde
+/// would also read a struct from a JSON array, e.g. `["<cursor>"]`).
+async fn authenticated_object(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Caller, serde_json::Value), Response> {
+    let caller = authenticate(state, headers).map_err(|r| *r)?;
+    let value = read_json(body, headers, state.limits.body_timeout()).await?;
+    if !value.is_object() {
+        return Err(bad_request("expected a JSON object"));
+    }
+    Ok((caller, value))
+}
+
 async fn stream_handler(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let caller = match authenticate(&state, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    let value = match read_json(body, &headers, state.limits.body_timeout()).await {
-        Ok(v) => v,
+    let (caller, value) = match authenticated_object(&state, &headers, body).await {
+        Ok(cv) => cv,
         Err(r) => return r,
     };
-    if !value.is_object() {
-        return bad_request("expected a JSON object");
-    }
     if state.shutting_down.load(Ordering::SeqCst) {
         return refuse(ErrorCode::ShuttingDown, "the server is shutting down");
     }
@@ -312,18 +320,10 @@ async fn cancel_handler(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let caller = match authenticate(&state, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    let value = match read_json(body, &headers, state.limits.body_timeout()).await {
-        Ok(v) => v,
+    let (caller, value) = match authenticated_object(&state, &headers, body).await {
+        Ok(cv) => cv,
         Err(r) => return r,
     };
-    // serde would also read a struct from a JSON array (`["<cursor>"]`).
-    if !value.is_object() {
-        return bad_request("expected a JSON object");
-    }
     let req: CancelBody = match serde_json::from_value(value) {
         Ok(r) => r,
         Err(e) => return bad_request(e),
