@@ -403,11 +403,7 @@ struct IngestAudit<'a> {
 
 impl<'a> IngestAudit<'a> {
     fn new(state: &'a AppState, caller: &'a Caller, ctl: &Arc<StreamCtl>) -> Self {
-        let id = state.next_stream.fetch_add(1, Ordering::Relaxed);
-        lock(&state.running).insert(id, ctl.clone());
-        if state.shutting_down.load(Ordering::SeqCst) {
-            ctl.stop(StopCause::Shutdown);
-        }
+        let id = state.register_running(ctl);
         IngestAudit {
             state,
             caller,

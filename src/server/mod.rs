@@ -254,6 +254,17 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
+    /// Registers a running stream or upload so shutdown can stop it (at once
+    /// when shutdown already began). Returns its key in `running`.
+    pub(crate) fn register_running(&self, ctl: &Arc<StreamCtl>) -> u64 {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        lock(&self.running).insert(id, ctl.clone());
+        if self.shutting_down.load(Ordering::SeqCst) {
+            ctl.stop(StopCause::Shutdown);
+        }
+        id
+    }
+
     pub(crate) fn record(&self, e: AuditEvent) {
         self.audit.record(&e);
     }

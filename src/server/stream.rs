@@ -123,11 +123,7 @@ struct LeaseGuard<'a> {
 
 impl<'a> LeaseGuard<'a> {
     fn new(state: &'a AppState, pipe: &'a Pipe, ctl: &Arc<StreamCtl>, caller: &Caller) -> Self {
-        let id = state.next_stream.fetch_add(1, Ordering::Relaxed);
-        lock(&state.running).insert(id, ctl.clone());
-        if state.shutting_down.load(Ordering::SeqCst) {
-            ctl.stop(StopCause::Shutdown);
-        }
+        let id = state.register_running(ctl);
         LeaseGuard {
             state,
             pipe,
