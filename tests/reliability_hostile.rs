@@ -21,10 +21,6 @@ use rowstream::server::sign_hs256;
 use serde_json::json;
 use server_common::*;
 
-fn long_run() -> bool {
-    std::env::var("ROWSTREAM_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 /// A keep-alive HTTP/1.1 connection for many small requests.
 struct KeepAlive {
     w: TcpStream,

@@ -58,10 +58,6 @@ fn spawn(db: &Path, audit: &Path) -> Proc {
     Proc { child, addr }
 }
 
-fn long_run() -> bool {
-    std::env::var("ROWSTREAM_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 fn count(db: &Path) -> i64 {
     let c = rusqlite::Connection::open(db).unwrap();
     c.busy_timeout(Duration::from_secs(10)).unwrap();

@@ -27,38 +27,6 @@ const TTL_MS: u64 = 8000;
 /// Streams block at row 100 until this opens (see `wait_gate`).
 static GATE: AtomicBool = AtomicBool::new(false);
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-fn long_run() -> bool {
-    std::env::var("ROWSTREAM_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-fn seed() -> u64 {
-    std::env::var("ROWSTREAM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-}
-
 fn token(i: usize) -> String {
     format!("tok-{}", i % PRINCIPALS)
 }

@@ -428,3 +428,43 @@ pub fn wait_events(ts: &TestServer, ms: u64, f: impl Fn(&[AuditEvent]) -> bool) 
     }
     false
 }
+
+/// splitmix64: small, seedable, good enough to pick cut points and behaviours.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n` (0 when `n` is 0, without advancing).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+}
+
+/// `ROWSTREAM_LONG=1` turns on the long runs of the reliability suites.
+pub fn long_run() -> bool {
+    std::env::var("ROWSTREAM_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `ROWSTREAM_SEED`, or a fresh seed from the clock (suites print it).
+pub fn seed() -> u64 {
+    std::env::var("ROWSTREAM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
