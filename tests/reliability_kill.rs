@@ -9,10 +9,7 @@
 
 mod server_common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,42 +17,22 @@ use std::time::Duration;
 use rowstream::core::protocol::StreamVerifier;
 use server_common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rowstream");
 const TOKEN: &str = "kill-test-token";
 
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(db: &Path, audit: &Path) -> Proc {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(db)
-        .arg("--audit-log")
-        .arg(audit)
-        .args(["--token", &format!("{TOKEN}=default:alice")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
-    Proc { child, addr }
+fn spawn(db: &Path, audit: &Path) -> ServerProcess {
+    let token = format!("{TOKEN}=default:alice");
+    let args: [&std::ffi::OsStr; 9] = [
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--audit-log".as_ref(),
+        audit.as_os_str(),
+        "--token".as_ref(),
+        token.as_ref(),
+    ];
+    ServerProcess::start(args, false)
 }
 
 fn count(db: &Path) -> i64 {

@@ -7,7 +7,7 @@ mod server_common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rowstream::core::audit::AuditEvent;
@@ -740,41 +740,20 @@ fn auth_quotas_tenants_and_audit() {
 
 const BIN: &str = env!("CARGO_BIN_EXE_rowstream");
 
-struct Proc(Child, SocketAddr);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_server(db: &Path, mode: &str) -> Proc {
-    let mut child = Command::new(BIN)
-        .args([
+fn spawn_server(db: &Path, mode: &str) -> ServerProcess {
+    let db = db.to_str().unwrap();
+    ServerProcess::start(
+        [
             "serve",
             "--db",
-            db.to_str().unwrap(),
+            db,
             "--listen",
             "127.0.0.1:0",
             "--ingest-mode",
             mode,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap()
-        .parse()
-        .unwrap();
-    Proc(child, addr)
+        ],
+        false,
+    )
 }
 
 fn integrity_ok(db: &Path) {
@@ -797,7 +776,7 @@ fn sigkill_mid_body_leaves_the_table_as_before() {
             rows(10_000, 110_000),
             None,
         );
-        let mut up = Upload::start(p.1, None);
+        let mut up = Upload::start(p.addr, None);
         up.send(&body[..body.len() * 3 / 4]);
         if mode == "direct" {
             // Wait until the ingest holds the write lock (its transaction is open).
@@ -810,16 +789,16 @@ fn sigkill_mid_body_leaves_the_table_as_before() {
             }
         }
         std::thread::sleep(Duration::from_millis(300));
-        p.0.kill().unwrap(); // SIGKILL
-        p.0.wait().unwrap();
+        p.child.kill().unwrap(); // SIGKILL
+        p.child.wait().unwrap();
         drop(up);
         integrity_ok(&db);
         assert_eq!(count(&db), 1000, "{mode}");
         // A restarted server serves the table as it was and ingests again.
         let p = spawn_server(&db, mode);
-        let r = query(p.1, "SELECT count(*) AS n FROM t");
+        let r = query(p.addr, "SELECT count(*) AS n FROM t");
         assert_eq!(j(&r.lines()[1])["row"]["n"], 1000);
-        let r = ingest(p.1, &body, None);
+        let r = ingest(p.addr, &body, None);
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(count(&db), 101_000);
         drop(p);
@@ -838,13 +817,13 @@ fn sigkill_after_the_end_line_leaves_all_rows_or_none() {
         rows(10_000, 110_000),
         None,
     );
-    let mut up = Upload::start(p.1, None);
+    let mut up = Upload::start(p.addr, None);
     up.send(&body);
     up.s.write_all(b"0\r\n\r\n").unwrap();
     // Somewhere in parsing, staging or the copy.
     std::thread::sleep(Duration::from_millis(400));
-    p.0.kill().unwrap();
-    p.0.wait().unwrap();
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
     integrity_ok(&db);
     let n = count(&db);
     assert!(n == 1000 || n == 101_000, "partial ingest: {n} rows");
