@@ -7,12 +7,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
-import { spawn } from "node:child_process";
-import { existsSync, readFileSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, extname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { rowstream } from "./helpers.mjs";
+import { rowstream, launchChromium, stopChromium } from "./helpers.mjs";
 
 const CHROME = process.env.CHROME_BIN ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"].find(existsSync);
 const root = fileURLToPath(new URL("../../", import.meta.url));
@@ -109,7 +108,7 @@ test("the built package works in headless Chromium, resume included", { skip: CH
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   const profile = mkdtempSync(join(tmpdir(), "rowstream-chromium-"));
-  const chrome = spawn(CHROME, ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", `--user-data-dir=${profile}`, `http://127.0.0.1:${server.address().port}/`], { stdio: "ignore" });
+  const chrome = launchChromium(CHROME, ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", `--user-data-dir=${profile}`, `http://127.0.0.1:${server.address().port}/`]);
   try {
     const r = await Promise.race([result, new Promise((_, rej) => setTimeout(() => rej(new Error("no result from the page in 45 s")), 45_000))]);
     assert.equal(r.error, undefined, `${r.code}: ${r.error}`);
@@ -123,11 +122,8 @@ test("the built package works in headless Chromium, resume included", { skip: CH
     assert.equal(requests[1].cursor, "c".repeat(48));
     assert.ok(requests[1].after_rows > 0);
   } finally {
-    const exited = chrome.exitCode !== null ? Promise.resolve() : new Promise((r) => chrome.once("exit", r));
-    chrome.kill();
-    await exited;
+    await stopChromium(chrome, profile);
     server.closeAllConnections();
     await new Promise((r) => server.close(r));
-    rmSync(profile, { recursive: true, force: true, maxRetries: 5 });
   }
 });

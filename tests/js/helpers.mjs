@@ -1,5 +1,7 @@
 // Shared helpers of the JS suites: the built package, the shared vectors.
 import { readFileSync, existsSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { rm } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 
 const root = new URL("../../", import.meta.url);
@@ -58,4 +60,27 @@ export function prng(seed) {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/**
+ * Starts headless Chromium in its own process group, so that stopping it
+ * also stops its helper processes (which otherwise keep writing into the
+ * profile directory after the main process has exited).
+ */
+export function launchChromium(chromeBin, args) {
+  return spawn(chromeBin, args, { stdio: "ignore", detached: true });
+}
+
+/** Stops a `launchChromium` process group, then removes its profile directory. */
+export async function stopChromium(chrome, profileDir) {
+  if (chrome.exitCode === null && chrome.signalCode === null) {
+    const exited = new Promise((r) => chrome.once("exit", r));
+    try {
+      process.kill(-chrome.pid, "SIGKILL");
+    } catch {
+      chrome.kill("SIGKILL");
+    }
+    await exited;
+  }
+  await rm(profileDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
 }

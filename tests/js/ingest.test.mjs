@@ -3,14 +3,14 @@
 // Skipped only when ROWSTREAM_BIN is unset.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, extname } from "node:path";
 import { fileURLToPath } from "node:url";
 import http from "node:http";
 import https from "node:https";
-import { rowstream, collect } from "./helpers.mjs";
+import { rowstream, collect, launchChromium, stopChromium } from "./helpers.mjs";
 import { BIN, TOKEN, makeDatabase, startServer, stats, waitFor } from "./server-harness.mjs";
 
 const { ingestRows, streamQuery, RowstreamError, PrefixHasher } = rowstream;
@@ -418,7 +418,7 @@ try {
         res.end(readFileSync(file));
       });
       await new Promise((r) => web.listen(0, "127.0.0.1", r));
-      const chrome = spawn(CHROME, ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--ignore-certificate-errors", `--user-data-dir=${join(dir, "profile")}`, `https://127.0.0.1:${web.address().port}/`], { stdio: "ignore" });
+      const chrome = launchChromium(CHROME, ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--ignore-certificate-errors", `--user-data-dir=${join(dir, "profile")}`, `https://127.0.0.1:${web.address().port}/`]);
       try {
         let timer;
         const r = await Promise.race([result, new Promise((_, rej) => (timer = setTimeout(() => rej(new Error("no result from the page in 60 s")), 60_000)))]).finally(() => clearTimeout(timer));
@@ -439,9 +439,7 @@ try {
         assert.equal(back.hash, r.end.sha256);
         assert.equal(await count("browser_forced"), 0);
       } finally {
-        const exited = chrome.exitCode !== null ? Promise.resolve() : new Promise((r) => chrome.once("exit", r));
-        chrome.kill();
-        await exited;
+        await stopChromium(chrome, join(dir, "profile"));
         web.closeAllConnections();
         await new Promise((r) => web.close(r));
         rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
