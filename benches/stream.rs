@@ -16,7 +16,8 @@
 //! streams: a smoke run, not for the record), `ROWSTREAM_BENCH_PKG` (the built
 //! npm package, default `$CARGO_TARGET_DIR/bench-pkg`), `ROWSTREAM_BENCH_SKIP_JS=1`,
 //! `ROWSTREAM_BENCH_BIN` (another `rowstream` binary, e.g. a patched build,
-//! in place of this package's). Quick, partial and `ROWSTREAM_BENCH_BIN` runs
+//! in place of this package's), `ROWSTREAM_BENCH_ONLY=throughput` (floors and
+//! items 1 and 4a only: for profiling). Quick, partial and `ROWSTREAM_BENCH_BIN` runs
 //! write `target/tmp/rowstream-bench/BENCHMARKS.partial.md`, not `BENCHMARKS.md`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -49,11 +50,16 @@ fn main() {
     let db10m = ensure_db(&cache, BIG_ROWS);
 
     server_items(&mut report, &db1m, &db10m, &cache, quick);
-    if std::env::var("ROWSTREAM_BENCH_SKIP_JS").as_deref() != Ok("1") {
+    if std::env::var("ROWSTREAM_BENCH_SKIP_JS").as_deref() != Ok("1") && !only_throughput() {
         client_items(&mut report, &cache, quick);
     }
     report.total_s = t_all.elapsed().as_secs_f64();
     report.finish();
+}
+
+/// `ROWSTREAM_BENCH_ONLY=throughput`: the floors and items 1 and 4a only.
+fn only_throughput() -> bool {
+    std::env::var("ROWSTREAM_BENCH_ONLY").as_deref() == Ok("throughput")
 }
 
 // ───────────────────────────── data ─────────────────────────────
@@ -762,6 +768,12 @@ fn server_items(report: &mut Report, db1m: &Path, db10m: &Path, cache: &Path, qu
         r_base.iter().map(|x| x.round() as u64).collect::<Vec<_>>()
     ));
 
+    if only_throughput() {
+        drop((rs, base));
+        concurrent_items(report, db1m, &all, quick);
+        return;
+    }
+
     // 2a. Time to first row of a 1M-row query, median.
     let (mut f_rs, mut f_base) = (Vec::new(), Vec::new());
     for _ in 0..reps + 2 {
@@ -900,16 +912,20 @@ fn server_items(report: &mut Report, db1m: &Path, db10m: &Path, cache: &Path, qu
         mib(rss10)
     ));
 
-    // 4. 32 concurrent 1M-row streams.
+    concurrent_items(report, db1m, &all, quick);
+}
+
+/// Item 4: 32 concurrent 1M-row streams.
+fn concurrent_items(report: &mut Report, db1m: &Path, all: &str, quick: bool) {
     let n = if quick { 8 } else { 32 };
     // Alternating fresh processes, best aggregate of 2 each; peak RSS is the
     // highest of the runs.
     let (mut agg_rs, mut hwm_rs, mut cpu_rs) = (0.0f64, 0u64, f64::MAX);
     let (mut agg_base, mut hwm_base, mut cpu_base) = (0.0f64, 0u64, f64::MAX);
     for _ in 0..2 {
-        let (a, h, c) = concurrent(Server::rowstream(db1m), n, &all);
+        let (a, h, c) = concurrent(Server::rowstream(db1m), n, all);
         (agg_rs, hwm_rs, cpu_rs) = (agg_rs.max(a), hwm_rs.max(h), cpu_rs.min(c));
-        let (a, h, c) = concurrent(Server::baseline(db1m), n, &all);
+        let (a, h, c) = concurrent(Server::baseline(db1m), n, all);
         (agg_base, hwm_base, cpu_base) = (agg_base.max(a), hwm_base.max(h), cpu_base.min(c));
     }
     report.row(
@@ -1115,15 +1131,16 @@ fn client_items(report: &mut Report, cache: &Path, quick: bool) {
         let ms = |k: &str| r[k]["ms"].as_f64().unwrap_or(f64::NAN);
         let layer = ms("rowstream_streamQuery") - ms("rowstream_StreamDecoder_sync");
         report.note(format!(
-            "{host} item 6 breakdown (median ms for {:.1} MB): npm pipeline {:.0}; streamQuery {:.0} = StreamDecoder driven synchronously {:.0} + ReadableStream/Response/async-generator layer {:.0}; floor of any verifying client (hash-wasm over pre-batched row bytes + one JSON.parse per pre-built batch, no framing, no stream, no yield) {:.0}. Ceiling of the ratio: npm / floor = {:.2}× with no API layer at all, npm / (floor + that layer) = {:.2}×",
+            "{host} item 6 breakdown (median ms for {:.1} MB): npm pipeline {:.0}; streamQuery {:.0} = StreamDecoder driven synchronously {:.0} + ReadableStream/Response/async-iterator layer {:.0}; floor of any verifying client (hash-wasm over pre-batched row bytes + one JSON.parse per pre-built batch, no framing, no stream, no yield) {:.0}, and {:.0} with its rows handed to the same `for await` loop through the cheapest async iterator (one resolved promise per row). Ceiling of the ratio: npm / floor = {:.2}× with no API layer at all, npm / (floor + for await) = {:.2}× for any client whose API is an async iterable of rows",
             v["data"]["bytes"].as_f64().unwrap_or(0.0) / 1e6,
             ms("npm_best"),
             ms("rowstream_streamQuery"),
             ms("rowstream_StreamDecoder_sync"),
             layer,
             ms("floor_hash_parse"),
+            ms("floor_hash_parse_iterate"),
             ms("npm_best") / ms("floor_hash_parse"),
-            ms("npm_best") / (ms("floor_hash_parse") + layer.max(0.0)),
+            ms("npm_best") / ms("floor_hash_parse_iterate"),
         ));
         let h = get("hash_rowstream");
         let hb = get("hash_hashwasm");
@@ -1326,7 +1343,8 @@ impl Report {
         // Partial or experimental runs do not overwrite the record.
         let partial = self.quick
             || std::env::var_os("ROWSTREAM_BENCH_BIN").is_some()
-            || std::env::var("ROWSTREAM_BENCH_SKIP_JS").as_deref() == Ok("1");
+            || std::env::var("ROWSTREAM_BENCH_SKIP_JS").as_deref() == Ok("1")
+            || only_throughput();
         let path = if partial {
             cache_dir().join("BENCHMARKS.partial.md")
         } else {

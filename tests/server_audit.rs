@@ -10,13 +10,24 @@ use std::sync::{Arc, Mutex};
 use rowstream::core::audit::{AuditEvent, MemoryAuditSink};
 use rowstream::core::clock::{Clock, SystemClock};
 use rowstream::core::close::CloseReason;
+use rowstream::core::digest::prefix_hash_of;
 use rowstream::server::Server;
 use rusqlite::functions::FunctionFlags;
 use server_common::*;
 
-/// The system clock, except that it panics once, on the thread that runs the
-/// query (marked by the `mark()` SQL function), after `after` calls there.
+/// Which thread's clock read panics.
+#[derive(Clone, Copy)]
+enum Victim {
+    /// The thread that steps the query (marked by the `mark()` SQL function).
+    Stepping,
+    /// The thread that encodes a long result's rows.
+    Encoding,
+}
+
+/// The system clock, except that it panics once, on the victim thread, after
+/// `after` calls there.
 struct FaultyClock {
+    victim: Victim,
     producer: Mutex<Option<std::thread::ThreadId>>,
     calls: AtomicU64,
     after: u64,
@@ -25,8 +36,12 @@ struct FaultyClock {
 
 impl Clock for FaultyClock {
     fn now_ms(&self) -> u64 {
-        let on_producer = *self.producer.lock().unwrap() == Some(std::thread::current().id());
-        if on_producer
+        let me = std::thread::current();
+        let on_victim = match self.victim {
+            Victim::Stepping => *self.producer.lock().unwrap() == Some(me.id()),
+            Victim::Encoding => me.name() == Some("rowstream-encode"),
+        };
+        if on_victim
             && self.calls.fetch_add(1, Ordering::SeqCst) >= self.after
             && !self.fired.swap(true, Ordering::SeqCst)
         {
@@ -37,14 +52,32 @@ impl Clock for FaultyClock {
 }
 
 #[test]
-fn a_panicking_producer_still_ends_the_stream_and_closes_the_lease() {
+fn a_panic_while_stepping_the_first_rows_still_ends_the_stream_and_closes_the_lease() {
+    // The stepping thread reads the clock every 64 rows: row ~640.
+    a_panic_still_ends_the_stream(Victim::Stepping, 10);
+}
+
+#[test]
+fn a_panic_while_stepping_a_long_result_still_ends_the_stream_and_closes_the_lease() {
+    // Row ~8000: rows are encoded on a second thread by then.
+    a_panic_still_ends_the_stream(Victim::Stepping, 125);
+}
+
+#[test]
+fn a_panic_while_encoding_still_ends_the_stream_and_closes_the_lease() {
+    // The encoding thread reads the clock once per chunk and once per batch.
+    a_panic_still_ends_the_stream(Victim::Encoding, 20);
+}
+
+fn a_panic_still_ends_the_stream(victim: Victim, after: u64) {
     let dir = TempDir::new();
     let db = dir.path("db.sqlite");
     make_db(&db, 20_000);
     let clock = Arc::new(FaultyClock {
+        victim,
         producer: Mutex::new(None),
         calls: AtomicU64::new(0),
-        after: 5_000,
+        after,
         fired: AtomicBool::new(false),
     });
     let audit = Arc::new(MemoryAuditSink::new());
@@ -66,6 +99,7 @@ fn a_panicking_producer_still_ends_the_stream_and_closes_the_lease() {
         .unwrap();
     let r = query(server.addr(), "SELECT *, mark() AS m FROM t");
     assert_eq!(r.status, 200);
+    assert!(clock.fired.load(Ordering::SeqCst), "the fault never fired");
     let lines = r.lines();
     let end = j(lines.last().unwrap());
     assert_eq!(end["end"]["reason"], "error", "{}", lines.last().unwrap());
@@ -73,9 +107,14 @@ fn a_panicking_producer_still_ends_the_stream_and_closes_the_lease() {
         j(&lines[lines.len() - 2])["error"]["code"],
         "internal_error"
     );
-    let rows = row_lines(&lines).len() as u64;
-    assert_eq!(end["end"]["row_count"].as_u64(), Some(rows));
-    assert!(rows > 0 && rows < 20_000);
+    let rows = row_lines(&lines);
+    assert_eq!(end["end"]["row_count"].as_u64(), Some(rows.len() as u64));
+    assert!(!rows.is_empty() && rows.len() < 20_000, "{}", rows.len());
+    // What was sent is a consistent prefix: in order, under its digest.
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(j(r)["row"]["id"], i as u64 + 1);
+    }
+    assert_eq!(end["end"]["prefix_hash"], prefix_hash_of(&rows));
     let events = audit.events();
     assert_paired(&events);
     assert!(events.iter().any(|e| matches!(e,

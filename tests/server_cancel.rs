@@ -218,6 +218,47 @@ fn latency_cap_holds_while_the_query_stalls() {
     assert_eq!(j(rest.last().unwrap())["end"]["row_count"], 3);
 }
 
+/// Past its first few thousand rows a stream is encoded on a second thread;
+/// rows produced just before a stall must still reach the client on time,
+/// and every row must arrive, in order, under the right digest.
+#[test]
+fn latency_cap_holds_when_a_long_stream_stalls() {
+    let dir = TempDir::new();
+    let db = dir.path("db.sqlite");
+    make_db(&db, 12_000);
+    let ts = TestServer::start(builder_for(&db).set("stream.chunk.max_latency_ms", "50"));
+    // A short stall lets the encoder go idle; the next 99 rows are too few
+    // to wake it by volume; then the long stall.
+    let body = r#"{"query":"SELECT id, sleep_ms(CASE id WHEN 5000 THEN 300 WHEN 5100 THEN 1500 ELSE 0 END) AS s FROM t"}"#;
+    let mut s = open_stream(ts.addr(), body, None);
+    s.next_line().unwrap();
+    let t = Instant::now();
+    let mut lines = Vec::new();
+    loop {
+        let l = s.next_line().unwrap();
+        let last = l.starts_with(r#"{"row":{"id":5099,"#);
+        lines.push(l);
+        if last {
+            break;
+        }
+    }
+    let waited = t.elapsed();
+    eprintln!("row 5099 arrived {waited:?} after the open line");
+    assert!(
+        waited < Duration::from_millis(1200),
+        "row 5099 took {waited:?} (stall of 300 ms, latency cap 50 ms, row 5100 comes after 1500 ms more)"
+    );
+    lines.extend(s.rest());
+    let rows = row_lines(&lines);
+    assert_eq!(rows.len(), 12_000);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(j(r)["row"]["id"], i as u64 + 1);
+    }
+    let end = j(lines.last().unwrap());
+    assert_eq!(end["end"]["reason"], "ok");
+    assert_eq!(end["end"]["prefix_hash"], prefix_hash_of(&rows));
+}
+
 #[test]
 fn snapshot_ttl_running_out_mid_stream_ends_snapshot_expired() {
     let dir = TempDir::new();

@@ -21,6 +21,14 @@ pub trait ChunkSink {
     type Error;
     /// Takes one chunk. The slice is only valid during the call.
     fn write_chunk(&mut self, chunk: &[u8]) -> Result<(), Self::Error>;
+
+    /// Takes one chunk from the producer's buffer. A sink that keeps chunks
+    /// may take the buffer itself (`std::mem::take`) instead of copying it;
+    /// the producer then starts a new one. By default the chunk is lent to
+    /// [`ChunkSink::write_chunk`].
+    fn take_chunk(&mut self, chunk: &mut Vec<u8>) -> Result<(), Self::Error> {
+        self.write_chunk(chunk)
+    }
 }
 
 /// A `Vec<Vec<u8>>` collects chunks (tests, small in-memory uses).
@@ -28,6 +36,10 @@ impl ChunkSink for Vec<Vec<u8>> {
     type Error = std::convert::Infallible;
     fn write_chunk(&mut self, chunk: &[u8]) -> Result<(), Self::Error> {
         self.push(chunk.to_vec());
+        Ok(())
+    }
+    fn take_chunk(&mut self, chunk: &mut Vec<u8>) -> Result<(), Self::Error> {
+        self.push(std::mem::take(chunk));
         Ok(())
     }
 }
@@ -49,6 +61,9 @@ impl<S: ChunkSink + ?Sized> ChunkSink for &mut S {
     type Error = S::Error;
     fn write_chunk(&mut self, chunk: &[u8]) -> Result<(), S::Error> {
         (**self).write_chunk(chunk)
+    }
+    fn take_chunk(&mut self, chunk: &mut Vec<u8>) -> Result<(), S::Error> {
+        (**self).take_chunk(chunk)
     }
 }
 
@@ -204,13 +219,33 @@ impl<C: Clock> ChunkProducer<C> {
     /// Appends one row line (without its newline; one is added) and flushes on
     /// whichever cap it reaches.
     pub fn push_row<S: ChunkSink>(&mut self, line: &[u8], sink: &mut S) -> Result<(), S::Error> {
+        self.push_row_in_batch(line, sink)?;
+        self.flush_if_due(sink).map(|_| ())
+    }
+
+    /// Appends one row line like [`ChunkProducer::push_row`] and flushes on
+    /// the byte and row caps, but leaves the latency cap to the caller, who
+    /// pushes a batch of rows at once and then calls
+    /// [`ChunkProducer::flush_if_due`]: the clock is read once per chunk
+    /// (when its first row arrives) instead of once per row.
+    pub fn push_row_in_batch<S: ChunkSink>(
+        &mut self,
+        line: &[u8],
+        sink: &mut S,
+    ) -> Result<(), S::Error> {
         self.append(line, sink)?;
         self.totals.rows += 1;
         self.rows_buffered += 1;
         if self.first_row_at.is_none() {
             self.first_row_at = Some(self.clock.now_ms());
         }
-        self.flush_on_caps(sink)
+        if self.buf.len() >= self.limits.buffer_bytes {
+            self.flush_with(FlushReason::Bytes, sink)
+        } else if self.rows_buffered >= self.limits.max_rows {
+            self.flush_with(FlushReason::Rows, sink)
+        } else {
+            Ok(())
+        }
     }
 
     /// Appends a control line (`open`, `error`, `end`, `heartbeat`, ...). It
@@ -282,19 +317,6 @@ impl<C: Clock> ChunkProducer<C> {
         Ok(())
     }
 
-    fn flush_on_caps<S: ChunkSink>(&mut self, sink: &mut S) -> Result<(), S::Error> {
-        if self.buf.len() >= self.limits.buffer_bytes {
-            self.flush_with(FlushReason::Bytes, sink)
-        } else if self.rows_buffered >= self.limits.max_rows {
-            self.flush_with(FlushReason::Rows, sink)
-        } else {
-            match self.next_deadline_ms() {
-                Some(d) if self.clock.now_ms() >= d => self.flush_with(FlushReason::Latency, sink),
-                _ => Ok(()),
-            }
-        }
-    }
-
     fn flush_with<S: ChunkSink>(
         &mut self,
         reason: FlushReason,
@@ -309,9 +331,12 @@ impl<C: Clock> ChunkProducer<C> {
         self.rows_buffered = 0;
         self.first_row_at = None;
         self.last_flush = Some(reason);
-        let r = sink.write_chunk(&self.buf);
+        let r = sink.take_chunk(&mut self.buf);
         self.buf.clear();
-        if self.buf.capacity() > self.limits.buffer_bytes * 2 {
+        if self.buf.capacity() == 0 {
+            // The sink kept the buffer.
+            self.buf.reserve(self.limits.buffer_bytes);
+        } else if self.buf.capacity() > self.limits.buffer_bytes * 2 {
             // One oversized line grew the buffer: give the memory back.
             self.buf.shrink_to(self.limits.buffer_bytes);
         }

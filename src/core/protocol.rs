@@ -269,6 +269,23 @@ impl<C: Clock> StreamEncoder<C> {
         self.producer.push_row(&self.line, sink)
     }
 
+    /// Writes one complete row line (`{"row":…}`, without its newline) that
+    /// was built elsewhere, e.g. on another thread, as part of a batch: hashes
+    /// it and feeds the producer like [`StreamEncoder::row_with`], without the
+    /// copy and without the latency check, which the caller makes once after
+    /// the batch ([`ChunkProducer::flush_if_due`] on
+    /// [`StreamEncoder::producer`]).
+    pub fn batch_row_line<S: ChunkSink>(
+        &mut self,
+        line: &[u8],
+        sink: &mut S,
+    ) -> Result<(), S::Error> {
+        debug_assert!(line.starts_with(ROW_PREFIX) && line.ends_with(b"}"));
+        self.hasher.update_line(line);
+        self.row_count += 1;
+        self.producer.push_row_in_batch(line, sink)
+    }
+
     /// Writes one row from raw JSON bytes of its value.
     pub fn row_raw<S: ChunkSink>(
         &mut self,

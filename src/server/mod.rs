@@ -22,6 +22,7 @@
 pub mod auth;
 #[doc(hidden)]
 pub mod fuzz_api;
+mod handoff;
 pub mod ingest;
 pub mod integration;
 pub mod limits;

@@ -395,10 +395,16 @@ pub fn write_value(out: &mut Vec<u8>, v: ValueRef<'_>) {
         ValueRef::Null => out.extend_from_slice(b"null"),
         ValueRef::Integer(i) => out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
         ValueRef::Real(f) => write_f64(out, f),
-        ValueRef::Text(t) => match std::str::from_utf8(t) {
-            Ok(_) => write_json_str(out, t),
-            Err(_) => write_json_str(out, String::from_utf8_lossy(t).as_bytes()),
-        },
+        ValueRef::Text(t) => {
+            // The clean prefix is ASCII, so it ends on a character boundary
+            // and only the rest needs UTF-8 validation.
+            let clean = clean_prefix(t);
+            if clean == t.len() || std::str::from_utf8(&t[clean..]).is_ok() {
+                write_json_str(out, t)
+            } else {
+                write_json_str(out, String::from_utf8_lossy(t).as_bytes())
+            }
+        }
         ValueRef::Blob(b) => {
             out.push(b'"');
             let start = out.len();
@@ -423,9 +429,12 @@ pub fn write_f64(out: &mut Vec<u8>, f: f64) {
 /// Writes `s` (valid UTF-8) as a JSON string, escaping like `serde_json`.
 pub fn write_json_str(out: &mut Vec<u8>, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
     out.push(b'"');
+    // Most text needs no escape at all: skip it eight bytes at a time.
+    let clean = clean_prefix(s);
     let mut start = 0;
-    for (i, &b) in s.iter().enumerate() {
+    for (i, &b) in s.iter().enumerate().skip(clean) {
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -449,6 +458,38 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &[u8]) {
     }
     out.extend_from_slice(&s[start..]);
     out.push(b'"');
+}
+
+/// The length of a prefix of `s` that is ASCII and needs no JSON escape (no
+/// `"`, `\\` or control byte): whole 8-byte words, tested a word at a time,
+/// up to the first word that fails; when none fails, the clean bytes of the
+/// tail too, so a clean string is returned whole. Callers take the bytes
+/// after it one at a time.
+fn clean_prefix(s: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Exact as a yes/no test: some byte of `v` is zero.
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let mut i = 0;
+    for w in s.chunks_exact(8) {
+        let x = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        // Some byte < 0x20: `x - 0x20…` borrows into a byte whose high bit
+        // `x` did not have.
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
+        if control
+            || x & HIGH != 0
+            || has_zero(x ^ (ONES * u64::from(b'"')))
+            || has_zero(x ^ (ONES * u64::from(b'\\')))
+        {
+            return i;
+        }
+        i += 8;
+    }
+    // The tail: bytes, with the same test.
+    let tail = s[i..]
+        .iter()
+        .position(|&b| !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\');
+    i + tail.unwrap_or(s.len() - i)
 }
 
 /// The runtime configuration table of a tenant database, read into a map
@@ -484,6 +525,34 @@ mod tests {
         let mut out = Vec::new();
         write_value(&mut out, v);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn every_byte_at_every_offset_escapes_like_serde_json() {
+        // The word-at-a-time scan must see a byte that needs escaping in any
+        // lane, with any neighbours, in strings of any length.
+        let specials = (0u8..0x20).chain([b'"', b'\\', 0x7f, b' ', b'~']);
+        for b in specials {
+            for len in 1..=24 {
+                for at in 0..len {
+                    let mut v = vec![b'a'; len];
+                    v[at] = b;
+                    let s = String::from_utf8(v).unwrap();
+                    let mut out = Vec::new();
+                    write_json_str(&mut out, s.as_bytes());
+                    assert_eq!(
+                        String::from_utf8(out).unwrap(),
+                        serde_json::to_string(&s).unwrap(),
+                        "byte {b:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        let s = "naïve 日本語 text, long enough for several words \u{1} and \"quotes\"";
+        assert_eq!(
+            enc(ValueRef::Text(s.as_bytes())),
+            serde_json::to_string(s).unwrap()
+        );
     }
 
     #[test]

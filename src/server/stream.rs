@@ -1,5 +1,6 @@
 //! Producing one response: fresh streams and resumes, on a blocking thread.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use rusqlite::types::ValueRef;
 use tokio::sync::oneshot;
 
+use super::handoff::{self, Stepper, RING_BYTES};
 use super::pipe::{Pipe, SharedClock, StatementWatch, StopCause, StreamCtl};
 use super::rewrite::RowidPlan;
 use super::sql::{
@@ -281,6 +283,15 @@ enum Outcome {
     Failed(ErrorBody),
 }
 
+/// Rows a stream encodes on its stepping thread before it hands encoding to
+/// a second thread ([`handoff`](super::handoff)); short results never start
+/// one, and the first rows go out without a thread start in their way.
+const DIRECT_ROWS: u64 = 4096;
+
+/// How often (in rows) the stepping thread reads the clock for the snapshot
+/// TTL; the TTL watchdog stops a stalled stream on time by itself.
+const TTL_CHECK_ROWS: u64 = 64;
+
 struct Pump<'a> {
     pipe: &'a Pipe,
     ctl: &'a StreamCtl,
@@ -291,18 +302,54 @@ struct Pump<'a> {
     checkpoints: Option<(&'a Mutex<Vec<Checkpoint>>, u64)>,
 }
 
+/// Rowids of checkpoint rows, from the stepping thread to the encoding one.
+type Rowids = Mutex<VecDeque<(u64, i64)>>;
+
 impl Pump<'_> {
+    /// Streams every row of `rows` into the pipe: the first [`DIRECT_ROWS`]
+    /// from this thread, the rest through a second, encoding thread.
     fn run(&self, rows: &mut rusqlite::Rows<'_>) -> Outcome {
-        let width = self.writer.width();
+        let start = self.pipe.inspect(|e| e.row_count()).unwrap_or(0);
+        let mut produced = 0;
+        if let Some(o) = self.direct(rows, start, &mut produced, Some(DIRECT_ROWS)) {
+            return o;
+        }
+        let rowids = Rowids::default();
+        let step = |stepper: &mut Stepper<'_>| self.step(rows, start + produced, stepper, &rowids);
+        let deliver =
+            |a: &[u8], b: &[u8], scratch: &mut Vec<u8>| self.deliver(a, b, scratch, &rowids);
+        match handoff::run(self.ctl, step, deliver) {
+            Ok((_, false)) => Outcome::Stopped(self.ctl.cause().unwrap_or(StopCause::Cancel)),
+            Ok((outcome, true)) => outcome,
+            Err(_step) => {
+                // No thread to be had: carry on single-threaded.
+                self.direct(rows, start, &mut produced, None)
+                    .unwrap_or(Outcome::Done)
+            }
+        }
+    }
+
+    /// Steps and encodes on this thread, up to `limit` rows in all (`None`
+    /// when the limit was reached first).
+    fn direct(
+        &self,
+        rows: &mut rusqlite::Rows<'_>,
+        start: u64,
+        produced: &mut u64,
+        limit: Option<u64>,
+    ) -> Option<Outcome> {
         loop {
             if let Some(c) = self.ctl.cause() {
-                return Outcome::Stopped(c);
+                return Some(Outcome::Stopped(c));
+            }
+            if limit.is_some_and(|l| *produced >= l) {
+                return None;
             }
             match rows.next() {
                 Ok(Some(row)) => {
-                    super::limits::row_produced();
-                    if self.clock.now_ms() > self.expires_at_ms {
-                        return Outcome::Stopped(StopCause::SnapshotExpired);
+                    *produced += 1;
+                    if let Some(o) = self.produced(*produced) {
+                        return Some(o);
                     }
                     let Some(n) = self
                         .pipe
@@ -310,37 +357,128 @@ impl Pump<'_> {
                     else {
                         continue;
                     };
-                    if let Some((cps, every)) = self.checkpoints {
-                        if n % every == 0 {
-                            let rowid = if self.hidden_rowid {
-                                match row.get_ref(width) {
-                                    Ok(ValueRef::Integer(i)) => Some(i),
-                                    _ => None,
-                                }
-                            } else {
-                                None
-                            };
-                            if let Some(hasher) = self.pipe.inspect(|e| e.hasher().clone()) {
-                                let mut cps = lock(cps);
-                                if cps.last().is_none_or(|c| c.rows < n) {
-                                    cps.push(Checkpoint {
-                                        rows: n,
-                                        rowid,
-                                        hasher,
-                                    });
-                                }
-                            }
+                    debug_assert_eq!(n, start + *produced);
+                    if self.checkpoints.is_some_and(|(_, every)| n % every == 0) {
+                        let rowid = self.rowid(row);
+                        if let Some(hasher) = self.pipe.inspect(|e| e.hasher().clone()) {
+                            self.checkpoint(n, rowid, hasher);
                         }
                     }
                 }
-                Ok(None) => return Outcome::Done,
-                Err(e) => {
-                    if let Some(c) = self.ctl.cause() {
-                        return Outcome::Stopped(c);
-                    }
-                    return Outcome::Failed(super::limits::step_error(&e));
-                }
+                Ok(None) => return Some(Outcome::Done),
+                Err(e) => return Some(self.failed(&e)),
             }
+        }
+    }
+
+    /// The stepping thread's loop with an encoding thread: writes each row
+    /// line and publishes it. `n` is the row count so far.
+    fn step(
+        &self,
+        rows: &mut rusqlite::Rows<'_>,
+        mut n: u64,
+        stepper: &mut Stepper<'_>,
+        rowids: &Rowids,
+    ) -> Outcome {
+        let mut line = Vec::with_capacity(512);
+        let mut scratch = Vec::new();
+        loop {
+            if let Some(c) = self.ctl.cause() {
+                return Outcome::Stopped(c);
+            }
+            match rows.next() {
+                Ok(Some(row)) => {
+                    n += 1;
+                    if let Some(o) = self.produced(n) {
+                        return o;
+                    }
+                    if self.hidden_rowid && self.checkpoints.is_some_and(|(_, e)| n % e == 0) {
+                        if let Some(id) = self.rowid(row) {
+                            lock(rowids).push_back((n, id));
+                        }
+                    }
+                    line.clear();
+                    line.extend_from_slice(ROW_PREFIX);
+                    self.writer.write(row, &mut line);
+                    line.extend_from_slice(b"}\n");
+                    if !stepper.send(&line) {
+                        if line.len() > RING_BYTES && stepper.drain() {
+                            // Longer than the ring: once the encoder has
+                            // taken every earlier line, deliver it from here.
+                            let _ = self.deliver(&line, &[], &mut scratch, rowids);
+                        } else if !self.ctl.is_stopped() {
+                            // The encoder is gone without a stop: it
+                            // panicked, and `handoff::run` raises that panic
+                            // here once it has joined the thread.
+                            return Outcome::Done;
+                        }
+                        // Stopped: the loop head returns.
+                    }
+                }
+                Ok(None) => return Outcome::Done,
+                Err(e) => return self.failed(&e),
+            }
+        }
+    }
+
+    /// The encoding side: encodes a batch of published lines into the pipe,
+    /// recording checkpoints as their rows pass.
+    fn deliver(&self, a: &[u8], b: &[u8], scratch: &mut Vec<u8>, rowids: &Rowids) -> Option<()> {
+        self.pipe
+            .push_lines(self.ctl, a, b, scratch, |enc| {
+                let n = enc.row_count();
+                if self.checkpoints.is_some_and(|(_, every)| n % every == 0) {
+                    let rowid = if self.hidden_rowid {
+                        let mut q = lock(rowids);
+                        while q.front().is_some_and(|&(m, _)| m < n) {
+                            q.pop_front();
+                        }
+                        q.front().filter(|&&(m, _)| m == n).map(|&(_, id)| id)
+                    } else {
+                        None
+                    };
+                    self.checkpoint(n, rowid, enc.hasher().clone());
+                }
+            })
+            .map(|_| ())
+    }
+
+    /// Bookkeeping for each row stepped; `Some` when the snapshot's TTL ran
+    /// out.
+    fn produced(&self, n: u64) -> Option<Outcome> {
+        super::limits::row_produced();
+        (n % TTL_CHECK_ROWS == 1 && self.clock.now_ms() > self.expires_at_ms)
+            .then_some(Outcome::Stopped(StopCause::SnapshotExpired))
+    }
+
+    /// The hidden rowid column of `row`, in rowid mode.
+    fn rowid(&self, row: &rusqlite::Row<'_>) -> Option<i64> {
+        if !self.hidden_rowid {
+            return None;
+        }
+        match row.get_ref(self.writer.width()) {
+            Ok(ValueRef::Integer(i)) => Some(i),
+            _ => None,
+        }
+    }
+
+    fn checkpoint(&self, rows: u64, rowid: Option<i64>, hasher: PrefixHasher) {
+        if let Some((cps, _)) = self.checkpoints {
+            let mut cps = lock(cps);
+            if cps.last().is_none_or(|c| c.rows < rows) {
+                cps.push(Checkpoint {
+                    rows,
+                    rowid,
+                    hasher,
+                });
+            }
+        }
+    }
+
+    fn failed(&self, e: &rusqlite::Error) -> Outcome {
+        match self.ctl.cause() {
+            Some(c) => Outcome::Stopped(c),
+            None => Outcome::Failed(super::limits::step_error(e)),
         }
     }
 }
