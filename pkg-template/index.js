@@ -245,7 +245,7 @@ class RowStream {
       throw new RowstreamError("already_iterated", "a RowStream can be iterated only once");
     }
     this.#started = true;
-    return this.#run();
+    return new RowIterator(this.#run(), this.#options.signal);
   }
 
   async #headers() {
@@ -317,7 +317,7 @@ class RowStream {
     let openSeen = false;
     let inBandError = null;
 
-    // Applies one decoded batch; returns the rows to yield.
+    // Applies one decoded batch; returns its rows (null when it has none).
     const apply = (batch) => {
       if (batch.open !== undefined) {
         openSeen = true;
@@ -414,10 +414,10 @@ class RowStream {
               const rows = apply(decode(() => decoder.push(r.value)));
               if (rows !== null) {
                 progressed = true;
-                for (const row of rows) {
-                  yield row;
-                  if (aborted()) throw userSignal.reason;
-                }
+                // RowIterator hands the rows out one by one; this resumes
+                // once the consumer asks for the row after the last one.
+                yield rows;
+                if (aborted()) throw userSignal.reason;
               }
               if (s.verified) {
                 completed = true;
@@ -498,6 +498,84 @@ class RowStream {
   }
 }
 
+const NO_ROWS = [];
+
+/**
+ * The iterator of a RowStream. The generator `batches` yields the rows of
+ * one network chunk at a time (an array); `next()` hands them out one per
+ * call as already-resolved promises, and only the step to the next chunk
+ * goes through the generator. (An async generator yielding each row costs
+ * several promise hops per row.) Calls are served in order, as an async
+ * generator's are; an abort is noticed at the next call, as before.
+ */
+class RowIterator {
+  #batches;
+  #signal;
+  #rows = NO_ROWS;
+  #i = 0;
+  /** The step to the next batch, while one is in flight. */
+  #pending = null;
+
+  constructor(batches, signal) {
+    this.#batches = batches;
+    this.#signal = signal;
+  }
+
+  /** Runs `fn` once the step in flight has settled. */
+  #after(fn) {
+    return this.#pending.then(fn, fn);
+  }
+
+  next() {
+    if (this.#pending !== null) return this.#after(() => this.next());
+    if (this.#i < this.#rows.length) {
+      if (this.#signal?.aborted === true) return this.throw(this.#signal.reason);
+      return Promise.resolve({ value: this.#rows[this.#i++], done: false });
+    }
+    const step = this.#nextBatch();
+    this.#pending = step;
+    const clear = () => {
+      this.#pending = null;
+    };
+    step.then(clear, clear);
+    return step;
+  }
+
+  async #nextBatch() {
+    for (;;) {
+      const r = await this.#batches.next();
+      if (r.done) {
+        this.#rows = NO_ROWS;
+        this.#i = 0;
+        return r;
+      }
+      this.#rows = r.value;
+      this.#i = 0;
+      if (this.#rows.length > 0) return { value: this.#rows[this.#i++], done: false };
+    }
+  }
+
+  return(value) {
+    if (this.#pending !== null) return this.#after(() => this.return(value));
+    this.#rows = NO_ROWS;
+    return this.#batches.return(value);
+  }
+
+  throw(error) {
+    if (this.#pending !== null) return this.#after(() => this.throw(error));
+    this.#rows = NO_ROWS;
+    return this.#batches.throw(error);
+  }
+}
+
+// Same prototype chain as a generator's (%AsyncIteratorPrototype%), so it
+// has `[Symbol.asyncIterator]` and, where the engine has one,
+// `[Symbol.asyncDispose]`.
+Object.setPrototypeOf(
+  RowIterator.prototype,
+  Object.getPrototypeOf(Object.getPrototypeOf(async function* () {}).prototype),
+);
+
 /**
  * A `TransformStream` from NDJSON bytes to parsed lines, for people who
  * `pipeThrough` their own `fetch` bodies. Lines are parsed with `JSON.parse`,
@@ -534,15 +612,17 @@ export class NdjsonDecoderStream extends TransformStream {
     };
     super({
       transform(chunk, controller) {
-        let lines;
+        // One string per chunk crosses from wasm (a string per line costs
+        // a TextDecoder call each, slow in browsers); no line holds "\n".
+        let text;
         try {
-          lines = framer.push(chunk);
+          text = framer.pushJoined(chunk);
         } catch (e) {
           // The valid lines before the bad one still go out first.
           if (Array.isArray(e.lines)) emit(e.lines, controller);
           throw fromBinding(e);
         }
-        emit(lines, controller);
+        if (text !== "") emit(text.split("\n"), controller);
       },
       flush(controller) {
         let lines;

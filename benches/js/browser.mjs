@@ -1,6 +1,6 @@
 // Client benchmarks in headless Chromium (Debian's /usr/bin/chromium, driven
 // by playwright-core; no browser is downloaded):
-// `node benches/js/browser.mjs DATA.ndjson PKG_DIR REPS`. Serves the page,
+// `node benches/js/browser.mjs DATA.ndjson PKG_DIR REPS [ONLY]` (ONLY as in node.mjs). Serves the page,
 // the package, the npm libraries and the data from a loopback server; the
 // page fetches the data once into memory before timing anything.
 import { createReadStream, existsSync, statSync } from "node:fs";
@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const [dataPath, pkgDir, reps = "7"] = process.argv.slice(2);
+const [dataPath, pkgDir, reps = "7", only] = process.argv.slice(2);
 const nm = path.join(here, "node_modules");
 
 const routes = {
@@ -61,7 +61,7 @@ try {
   page.on("pageerror", (e) => process.stderr.write(`chromium error: ${e}\n`));
   await page.goto(`${base}/`);
   await page.waitForFunction(() => typeof window.runBench === "function");
-  const out = await page.evaluate((n) => window.runBench(n), Number(reps));
+  const out = await page.evaluate(([n, o]) => window.runBench(n, o), [Number(reps), only?.split(",")]);
   out.env = { version: `Chromium ${browser.version()}` };
   console.log(JSON.stringify(out));
 } finally {

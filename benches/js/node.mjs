@@ -1,4 +1,5 @@
-// Client benchmarks in Node: `node benches/js/node.mjs DATA.ndjson PKG_DIR REPS`.
+// Client benchmarks in Node: `node benches/js/node.mjs DATA.ndjson PKG_DIR REPS [ONLY]`
+// (ONLY: comma-separated pipeline names, to run a subset while profiling).
 // Prints progress on stderr and one JSON line (results + package size) on stdout.
 import { readFileSync } from "node:fs";
 import path from "node:path";
@@ -8,7 +9,7 @@ import { createSHA256 } from "hash-wasm";
 import readNDJSONStream from "ndjson-readablestream";
 import { runAll } from "./pipelines.mjs";
 
-const [dataPath, pkgDir, reps = "7"] = process.argv.slice(2);
+const [dataPath, pkgDir, reps = "7", only] = process.argv.slice(2);
 const rs = await import(pathToFileURL(path.join(pkgDir, "index.js")).href);
 await rs.default();
 const data = new Uint8Array(readFileSync(dataPath));
@@ -18,6 +19,7 @@ const out = await runAll({
   createSHA256,
   readNDJSONStream,
   reps: Number(reps),
+  only: only?.split(","),
   log: (m) => process.stderr.write(`node: ${m}\n`),
 });
 

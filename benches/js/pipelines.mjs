@@ -235,6 +235,46 @@ async function floorHashParse(ctx) {
   return { rows, acc };
 }
 
+/**
+ * The same floor, with the rows handed to a `for await` loop through the
+ * cheapest async iterator (one already-resolved promise per row): the
+ * floor of any verifying client whose API is an async iterable of rows.
+ */
+async function floorHashParseIterate(ctx) {
+  const sha = await ctx.createSHA256();
+  sha.init();
+  let b = 0;
+  let batch = [];
+  let i = 0;
+  const it = {
+    next() {
+      while (i === batch.length) {
+        if (b === ctx.batches.length) {
+          if (b++ === ctx.batches.length && sha.digest("hex") !== ctx.end.prefix_hash) {
+            return Promise.reject(new Error("floor: digest mismatch"));
+          }
+          return Promise.resolve({ value: undefined, done: true });
+        }
+        const [bytes, text] = ctx.batches[b++];
+        sha.update(bytes);
+        batch = JSON.parse(text);
+        i = 0;
+      }
+      return Promise.resolve({ value: batch[i++], done: false });
+    },
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
+  let rows = 0;
+  let acc = 0;
+  for await (const row of it) {
+    rows += 1;
+    acc += row.id;
+  }
+  return { rows, acc };
+}
+
 const PIPELINES = {
   rowstream_streamQuery: rowstreamStreamQuery,
   npm_best: npmBest,
@@ -246,6 +286,7 @@ const PIPELINES = {
   hashlines_hashwasm: hashLinesHashWasm,
   rowstream_StreamDecoder_sync: rowstreamDecoderSync,
   floor_hash_parse: floorHashParse,
+  floor_hash_parse_iterate: floorHashParseIterate,
 };
 
 const now = () => performance.now();
@@ -255,7 +296,7 @@ const now = () => performance.now();
  * Every run must deliver every row (and the same id sum). Returns median
  * and best MB/s per pipeline.
  */
-export async function runAll({ data, rs, createSHA256, readNDJSONStream, reps, log }) {
+export async function runAll({ data, rs, createSHA256, readNDJSONStream, reps, log, only }) {
   const chunks = slice(data);
   // Ground truth from the bytes: row lines, their id sum, the end line.
   const td = new TextDecoder();
@@ -291,6 +332,7 @@ export async function runAll({ data, rs, createSHA256, readNDJSONStream, reps, l
   }
   const ctx = { chunks, rs, createSHA256, readNDJSONStream, rowLines, rows: rowLines.length, acc, end, batches };
   if (end === null || end.row_count !== rowLines.length) throw new Error("data has no matching end line");
+  const names = Object.keys(PIPELINES).filter((n) => only === undefined || only.includes(n));
   const times = {};
   const once = async (name) => {
     const t = now();
@@ -301,9 +343,9 @@ export async function runAll({ data, rs, createSHA256, readNDJSONStream, reps, l
     }
     return ms;
   };
-  for (const name of Object.keys(PIPELINES)) await once(name);
+  for (const name of names) await once(name);
   for (let i = 0; i < reps; i++) {
-    for (const name of Object.keys(PIPELINES)) {
+    for (const name of names) {
       (times[name] ??= []).push(await once(name));
     }
     log?.(`round ${i + 1}/${reps} done`);

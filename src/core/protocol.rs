@@ -392,11 +392,19 @@ pub enum StreamEvent {
     Ignored,
 }
 
+/// Row lines are hashed in batches of about this many bytes: SHA-256 fed
+/// one ~170-byte line at a time is markedly slower (about 1.5× in wasm) than
+/// fed the same bytes in one piece.
+const HASH_BATCH_BYTES: usize = 64 * 1024;
+
 /// Client-side state across one logical stream and all its resumes: hashes
 /// row lines, checks `open`/`end`, and knows what to resume from.
 #[derive(Debug, Clone, Default)]
 pub struct StreamVerifier {
     hasher: PrefixHasher,
+    /// Row lines not yet fed to `hasher`, concatenated. Each ends with `}`,
+    /// so hashing them as one line strips no newline from the last one.
+    pending: Vec<u8>,
     rows: u64,
     open: Option<OpenFrame>,
     cursor: Option<String>,
@@ -495,6 +503,7 @@ impl StreamVerifier {
                         end.row_count, self.rows
                     )));
                 }
+                self.hash_pending();
                 if !is_hex_of_len(&end.prefix_hash, 64)
                     || !hex_digests_equal(&end.prefix_hash, &self.hasher.hex_digest())
                 {
@@ -525,9 +534,30 @@ impl StreamVerifier {
 
     fn row(&mut self, line: &str, n: u64) -> Result<StreamEvent, ClientError> {
         self.require_open(n)?;
-        self.hasher.update_line(line.as_bytes());
+        let bytes = line.as_bytes();
+        if bytes.ends_with(b"}") {
+            self.pending.extend_from_slice(bytes);
+            if self.pending.len() >= HASH_BATCH_BYTES {
+                self.hash_pending();
+            }
+        } else {
+            // A line that could end in a newline the hasher strips: alone.
+            self.hash_pending();
+            self.hasher.update_line(bytes);
+        }
         self.rows += 1;
         Ok(StreamEvent::Row)
+    }
+
+    /// Hashes the row lines buffered so far now (they are hashed in
+    /// batches), so that [`StreamVerifier::prefix_hash`] costs one
+    /// finalisation. A caller reading the digest after every network chunk
+    /// calls this at the end of each chunk.
+    pub fn hash_pending(&mut self) {
+        if !self.pending.is_empty() {
+            self.hasher.update_line(&self.pending);
+            self.pending.clear();
+        }
     }
 
     /// Prepares for the next response of the same stream (a resume): rows and
@@ -538,6 +568,7 @@ impl StreamVerifier {
         if self.end.is_some() {
             return None;
         }
+        self.hash_pending();
         self.open = None;
         self.lines_in_response = 0;
         self.resumes += 1;
@@ -555,7 +586,12 @@ impl StreamVerifier {
 
     /// Running digest.
     pub fn prefix_hash(&self) -> String {
-        self.hasher.hex_digest()
+        if self.pending.is_empty() {
+            return self.hasher.hex_digest();
+        }
+        let mut h = self.hasher.clone();
+        h.update_line(&self.pending);
+        h.hex_digest()
     }
 
     /// The cursor, once an open line carried one.
@@ -772,6 +808,39 @@ mod tests {
                 .unwrap_err()
                 .code(),
             "protocol_error"
+        );
+    }
+
+    #[test]
+    fn batched_hashing_matches_per_line_digests_at_every_step() {
+        // Row lines are hashed in batches; the running digest must still be
+        // that of every row so far, whatever the spelling of the lines
+        // (including ones not ending in `}`, hashed as the core strips them).
+        let mut v = StreamVerifier::new();
+        v.accept(&ControlLine::Open(open(0, Some(&"c".repeat(48)))).to_json())
+            .unwrap();
+        let pad = "x".repeat(900);
+        let mut lines: Vec<String> = Vec::new();
+        for i in 0..300 {
+            let line = match i % 50 {
+                7 => format!("{{ \"row\" : {i} }} "),
+                8 => format!("{{\"row\":{i}}}\r\r"),
+                _ => format!("{{\"row\":{{\"id\":{i},\"pad\":\"{pad}\"}}}}"),
+            };
+            assert_eq!(v.accept(&line).unwrap(), StreamEvent::Row, "{line}");
+            lines.push(line);
+            if i % 37 == 0 {
+                v.hash_pending();
+            }
+            if i % 13 == 0 || i == 299 {
+                assert_eq!(v.prefix_hash(), crate::core::digest::prefix_hash_of(&lines));
+            }
+        }
+        let resume = v.begin_resume().unwrap();
+        assert_eq!(resume.after_rows, 300);
+        assert_eq!(
+            resume.prefix_hash,
+            crate::core::digest::prefix_hash_of(&lines)
         );
     }
 }

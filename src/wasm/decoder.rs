@@ -71,6 +71,8 @@ pub struct StreamDecoder {
     max_line_bytes: usize,
     verifier: StreamVerifier,
     scratch: Vec<u8>,
+    /// The buffer of `Batch::rows`, kept across calls.
+    rows: String,
     bytes: u64,
     failed: Option<JsValue>,
 }
@@ -87,6 +89,7 @@ impl StreamDecoder {
             max_line_bytes: max,
             verifier: StreamVerifier::new(),
             scratch: Vec::new(),
+            rows: String::new(),
             bytes: 0,
             failed: None,
         })
@@ -108,17 +111,24 @@ impl StreamDecoder {
         let mut buf = std::mem::take(&mut self.scratch);
         copy_bytes(&chunk, "chunk", &mut buf)?;
         self.bytes += buf.len() as u64;
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            rows: std::mem::take(&mut self.rows),
+            ..Batch::default()
+        };
+        batch.rows.clear();
         let framed = {
             let verifier = &mut self.verifier;
             self.framer
                 .push(&buf, |line| accept(verifier, line, &mut batch))
         };
+        // JS reads the running digest after every chunk.
+        self.verifier.hash_pending();
         self.scratch = buf;
         let result = match framed {
             Err(e) => Err(framer_error(&e)),
-            Ok(()) => batch_to_js(batch),
+            Ok(()) => batch_to_js(&mut batch),
         };
+        self.rows = batch.rows;
         if let Err(e) = &result {
             self.failed = Some(e.clone());
         }
@@ -149,7 +159,8 @@ impl StreamDecoder {
                 accept(&mut self.verifier, &last, &mut batch);
             }
         }
-        let result = batch_to_js(batch);
+        self.verifier.hash_pending();
+        let result = batch_to_js(&mut batch);
         if let Err(e) = &result {
             self.failed = Some(e.clone());
         }
@@ -234,7 +245,7 @@ fn accept(verifier: &mut StreamVerifier, line: &str, batch: &mut Batch) {
     }
 }
 
-fn batch_to_js(mut batch: Batch) -> Result<JsValue, JsValue> {
+fn batch_to_js(batch: &mut Batch) -> Result<JsValue, JsValue> {
     if let Some(e) = &batch.failure {
         return Err(client_error(e));
     }
@@ -243,7 +254,7 @@ fn batch_to_js(mut batch: Batch) -> Result<JsValue, JsValue> {
     }
     batch.rows.push(']');
     let o = object();
-    set(&o, "rows", batch.rows);
+    set(&o, "rows", JsValue::from_str(&batch.rows));
     set(&o, "rowCount", num(batch.row_count));
     if let Some(l) = &batch.open {
         set(&o, "open", control_frame(l, "open")?);

@@ -115,6 +115,37 @@ fn framer_errors_are_coded_error_objects() {
 }
 
 #[test]
+fn framer_push_joined_equals_push_for_any_split() {
+    let text = "{\"a\":1}\r\n\n{\"s\":\"h\u{e9}llo \u{1F600}\"}\n  \n{\"n\":2}\n{\"c\":3}";
+    let b = text.as_bytes();
+    for cut in 0..=b.len() {
+        let mut f = NdjsonFramer::new(None).unwrap();
+        let mut j = NdjsonFramer::new(None).unwrap();
+        for part in [&b[..cut], &b[cut..]] {
+            let lines = strings(f.push(bytes(part)).unwrap());
+            let joined = j.push_joined(bytes(part)).unwrap().as_string().unwrap();
+            assert_eq!(joined, lines.join("\n"), "cut at {cut}");
+        }
+        assert_eq!(strings(j.finish().unwrap()), vec!["{\"c\":3}"]);
+    }
+    // Errors are push's, with the lines before the bad one.
+    let mut j = NdjsonFramer::new(None).unwrap();
+    let e = assert_code(
+        j.push_joined(bytes(b"ok\nfine\nbad\xff\n")).unwrap_err(),
+        "invalid_utf8",
+    );
+    assert_eq!(get(&e, "line").as_f64(), Some(3.0));
+    assert_eq!(strings(get(&e, "lines")), vec!["ok", "fine"]);
+    let mut j = NdjsonFramer::new(None).unwrap();
+    let e = assert_code(j.push_joined(bytes(b"\xff\n")).unwrap_err(), "invalid_utf8");
+    assert_eq!(strings(get(&e, "lines")), Vec::<String>::new());
+    assert_code(
+        j.push_joined(JsValue::from_str("text")).unwrap_err(),
+        "invalid_argument",
+    );
+}
+
+#[test]
 fn hasher_matches_the_core_and_batches_equal_single_updates() {
     let lines = [
         "{\"row\":{\"id\":1}}",
@@ -229,6 +260,30 @@ fn decoder_verifies_a_stream_split_at_any_size() {
             dec.begin_resume().is_null(),
             "complete streams do not resume"
         );
+    }
+}
+
+#[test]
+fn decoder_digest_is_live_after_every_chunk() {
+    // Row lines are hashed in batches inside the verifier; what JS reads
+    // after each chunk must still cover exactly the rows handed out so far.
+    let (body, hash) = encode_stream(0..40, Some(&"c".repeat(48)));
+    let text = std::str::from_utf8(&body).unwrap();
+    let row_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("{\"row\":"))
+        .collect();
+    for piece in [5, 64, 333] {
+        let mut dec = StreamDecoder::new(None).unwrap();
+        let mut held = 0usize;
+        for c in body.chunks(piece) {
+            let batch = dec.push(bytes(c)).unwrap();
+            held += get(&batch, "rowCount").as_f64().unwrap() as usize;
+            assert_eq!(dec.row_count() as usize, held);
+            assert_eq!(dec.prefix_hash(), prefix_hash_of(&row_lines[..held]));
+        }
+        assert_eq!(held, 40);
+        assert_eq!(dec.prefix_hash(), hash);
     }
 }
 

@@ -213,6 +213,26 @@ test("abort cancels at once, even while the consumer is busy between rows", asyn
   assert.equal(server.log.filter((r) => r.url.endsWith("/cancel")).length, 1, "cancel is sent once");
 });
 
+test("next() calls made without waiting are served in order, then done; return() mid-chunk cancels", async () => {
+  const server = referenceServer({ rows: ROWS });
+  const it = query(server)[Symbol.asyncIterator]();
+  // More calls in flight than rows, across chunk boundaries and the end.
+  const all = await Promise.all(Array.from({ length: ROWS.length + 3 }, () => it.next()));
+  assert.deepEqual(all.slice(0, ROWS.length).map((r) => r.value), ROWS);
+  assert.ok(all.slice(0, ROWS.length).every((r) => r.done === false));
+  assert.deepEqual(all.slice(ROWS.length), [{ value: undefined, done: true }, { value: undefined, done: true }, { value: undefined, done: true }]);
+  assert.equal(server.cancelled, false);
+
+  const other = referenceServer({ rows: ROWS });
+  const it2 = query(other)[Symbol.asyncIterator]();
+  assert.equal(it2[Symbol.asyncIterator](), it2);
+  assert.deepEqual((await it2.next()).value, ROWS[0]);
+  assert.deepEqual((await it2.next()).value, ROWS[1]);
+  assert.deepEqual(await it2.return(), { value: undefined, done: true });
+  assert.equal(other.cancelled, true, "stopping between rows of a chunk cancels the cursor");
+  assert.deepEqual(await it2.next(), { value: undefined, done: true }, "no row after return()");
+});
+
 test("the summary is live: rowCount and prefixHash cover the rows received so far", async () => {
   const server = referenceServer({ rows: ROWS });
   const stream = query(server);
