@@ -141,6 +141,7 @@ pub struct ChunkProducer<C: Clock> {
     first_row_at: Option<u64>,
     totals: ProducerTotals,
     last_flush: Option<FlushReason>,
+    timer_driven: bool,
 }
 
 impl<C: Clock> std::fmt::Debug for ChunkProducer<C> {
@@ -176,7 +177,17 @@ impl<C: Clock> ChunkProducer<C> {
             first_row_at: None,
             totals: ProducerTotals::default(),
             last_flush: None,
+            timer_driven: false,
         }
+    }
+
+    /// For hosts whose timer calls [`ChunkProducer::flush_if_due`] at every
+    /// [`ChunkProducer::next_deadline_ms`]: [`ChunkProducer::push_row`] then
+    /// leaves the latency cap to that timer and reads the clock once per
+    /// chunk (for its first row) instead of once per row.
+    pub fn timer_driven(mut self) -> Self {
+        self.timer_driven = true;
+        self
     }
 
     /// The caps in force.
@@ -220,6 +231,9 @@ impl<C: Clock> ChunkProducer<C> {
     /// whichever cap it reaches.
     pub fn push_row<S: ChunkSink>(&mut self, line: &[u8], sink: &mut S) -> Result<(), S::Error> {
         self.push_row_in_batch(line, sink)?;
+        if self.timer_driven {
+            return Ok(());
+        }
         self.flush_if_due(sink).map(|_| ())
     }
 
@@ -444,6 +458,28 @@ mod tests {
             None,
             "deadline restarts with the next row"
         );
+    }
+
+    #[test]
+    fn a_timer_driven_producer_leaves_the_latency_cap_to_the_timer() {
+        let clock = FakeClock::new(1000);
+        let mut p =
+            ChunkProducer::with_limits(limits(1 << 20, 3, 50), clock.clone()).timer_driven();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        p.push_row(b"a", &mut out).unwrap();
+        assert_eq!(p.next_deadline_ms(), Some(1050));
+        clock.advance(60);
+        p.push_row(b"b", &mut out).unwrap();
+        assert!(out.is_empty(), "no latency flush from push_row");
+        assert!(p.flush_if_due(&mut out).unwrap());
+        assert_eq!(out, vec![b"a\nb\n".to_vec()]);
+        assert_eq!(p.last_flush(), Some(FlushReason::Latency));
+        // The byte and row caps still flush from push_row.
+        for l in [b"c", b"d", b"e"] {
+            p.push_row(l, &mut out).unwrap();
+        }
+        assert_eq!(out.last().unwrap(), b"c\nd\ne\n");
+        assert_eq!(p.last_flush(), Some(FlushReason::Rows));
     }
 
     #[test]

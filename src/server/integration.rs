@@ -93,7 +93,8 @@ fn start(opts: &StreamOptions, columns: Vec<Column>) -> (Arc<Pipe>, Arc<StreamCt
     let pipe = Pipe::new(opts.clock.clone());
     let ctl = StreamCtl::new(&pipe);
     let lease = lease_handle().unwrap_or_else(|_| "0".repeat(32));
-    let producer = ChunkProducer::new(&opts.config, opts.clock.clone());
+    // The body's timer flushes at the latency deadline (`PipeBody`).
+    let producer = ChunkProducer::new(&opts.config, opts.clock.clone()).timer_driven();
     let enc = StreamEncoder::new(producer, PrefixHasher::new(), 0, lease.clone());
     let open = OpenFrame {
         lease,

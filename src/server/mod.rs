@@ -247,6 +247,11 @@ pub(crate) struct AppState {
     pub(crate) shutting_down: AtomicBool,
     pub(crate) pinned: Arc<AtomicUsize>,
     pub(crate) replayed: AtomicU64,
+    /// Streams stepping their query right now, and the cores to run them:
+    /// a long result gets an encoding thread of its own only while streams
+    /// are fewer than cores (see `handoff`).
+    pub(crate) producing: AtomicUsize,
+    pub(crate) cores: usize,
     pub(crate) checkpoint_every: u64,
     pub(crate) max_pinned: usize,
     pub(crate) static_dir: Option<PathBuf>,
@@ -489,6 +494,8 @@ impl ServerBuilder {
                 shutting_down: AtomicBool::new(false),
                 pinned: Arc::new(AtomicUsize::new(0)),
                 replayed: AtomicU64::new(0),
+                producing: AtomicUsize::new(0),
+                cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 checkpoint_every: self.checkpoint_every,
                 max_pinned: self.max_pinned,
                 static_dir: self.static_dir,
