@@ -218,6 +218,48 @@ fn latency_cap_holds_while_the_query_stalls() {
     assert_eq!(j(rest.last().unwrap())["end"]["row_count"], 3);
 }
 
+/// At the limit, a resume must not be refused for the slot of its own
+/// cursor's earlier response, still running because the server has not yet
+/// noticed that its client is gone: the resume takes over.
+#[test]
+fn a_resume_at_the_limit_takes_over_the_slot_of_its_own_earlier_response() {
+    let dir = TempDir::new();
+    let db = dir.path("db.sqlite");
+    make_db(&db, 50);
+    let ts = TestServer::start(builder_for(&db).set("stream.max_global", "1"));
+    let mut first = open_stream(ts.addr(), &slow_body(), None);
+    assert_eq!(first.status, 200);
+    let open = j(&first.next_line().unwrap());
+    let cursor = open["open"]["cursor"].as_str().unwrap().to_owned();
+    // Another query is still refused: the limit holds.
+    let r = query(ts.addr(), "SELECT 1");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (429, "server_stream_capacity_exhausted")
+    );
+    let resume = serde_json::json!({
+        "cursor": cursor,
+        "after_rows": 0,
+        "prefix_hash": prefix_hash_of(Vec::<String>::new()),
+    })
+    .to_string();
+    let mut second = open_stream(ts.addr(), &resume, None);
+    assert_eq!(second.status, 200);
+    let open2 = j(&second.next_line().unwrap());
+    assert_eq!(open2["open"]["cursor"], cursor.as_str());
+    // The earlier response ended, cancelled, with a consistent end line.
+    let rest = first.rest();
+    let end = j(rest.last().unwrap());
+    assert_eq!(end["end"]["reason"], "cancelled");
+    assert_eq!(end["end"]["row_count"], 0);
+    assert!(wait_events(&ts, 2000, |e| e.iter().any(|e| matches!(
+        e,
+        AuditEvent::StreamClosed { cause, .. } if cause == "superseded"
+    ))));
+    drop(second);
+    assert!(ts.wait_stats(3000, |s| s.slots_in_use == 0).is_some());
+}
+
 /// Past its first few thousand rows a stream is encoded on a second thread;
 /// rows produced just before a stall must still reach the client on time,
 /// and every row must arrive, in order, under the right digest.

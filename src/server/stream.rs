@@ -227,6 +227,37 @@ pub(crate) fn capacity(
         })
 }
 
+/// A resume's slot. At the limit, a response of the same cursor that is
+/// still running (its client most likely gone unnoticed, which is why it
+/// resumes) would get the resume refused for its own slot: it is superseded
+/// and the resume waits briefly for the slot it releases.
+fn resume_capacity(
+    state: &AppState,
+    caller: &Caller,
+    p: &Pinned,
+) -> Result<CapacityGuard, Refusal> {
+    let limits = CapacityLimits {
+        max_global: p.cfg.max_global,
+        max_per_principal: p.cfg.max_per_principal,
+    };
+    if let Ok(g) = state.capacity.try_acquire(&caller.scope, limits) {
+        return Ok(g);
+    }
+    let prev = lock(&p.running).clone();
+    if let Some(prev) = prev {
+        prev.stop(StopCause::Superseded);
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        while std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+            if let Ok(g) = state.capacity.try_acquire(&caller.scope, limits) {
+                return Ok(g);
+            }
+        }
+    }
+    // Records the refusal.
+    capacity(state, caller, &p.cfg)
+}
+
 fn internal(e: impl std::fmt::Display) -> Refusal {
     Refusal::new(ErrorCode::InternalError, format!("database failure: {e}"))
 }
@@ -954,7 +985,7 @@ pub(crate) fn run_resume(
             let _ = tx.send(Err(r));
         }
     };
-    let cap = match capacity(&state, &caller, &p.cfg) {
+    let cap = match resume_capacity(&state, &caller, &p) {
         Ok(c) => c,
         Err(r) => return reject(&mut ready, r),
     };
