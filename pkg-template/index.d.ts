@@ -12,6 +12,7 @@ export {
 } from "./rowstream.js";
 export type {
   FramerOptions,
+  StreamDecoderOptions,
   CodedError,
   Column,
   OpenFrame,
@@ -120,6 +121,14 @@ export interface StreamQueryOptions {
   maxLineBytes?: number;
   /** The `fetch` to use (default `globalThis.fetch`). */
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
+  /**
+   * Where the row lines' SHA-256 is computed. `"auto"` (default): the
+   * runtime's native `node:crypto` when it is reachable synchronously
+   * (`process.getBuiltinModule`, Node ≥ 20.16 / 22.3), else WebAssembly
+   * (browsers). `"native"` requires `node:crypto` (a `TypeError` otherwise);
+   * `"wasm"` always hashes in WebAssembly. The verification is the same.
+   */
+  hash?: "auto" | "native" | "wasm";
 }
 
 /** Live: updated as chunks arrive, final once the iteration ends. */
@@ -145,6 +154,8 @@ export interface StreamSummary {
   reason: string | null;
   cursor: string | null;
   endReason: EndFrame["reason"] | null;
+  /** Where the row lines are hashed (see `StreamQueryOptions.hash`); null before the iteration starts. */
+  hash: "native" | "wasm" | null;
 }
 
 /** An async iterable of rows; iterate it once. */

@@ -1,6 +1,7 @@
 // Client benchmarks in Node: `node benches/js/node.mjs DATA.ndjson PKG_DIR REPS [ONLY]`
 // (ONLY: comma-separated pipeline names, to run a subset while profiling).
 // Prints progress on stderr and one JSON line (results + package size) on stdout.
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -17,6 +18,7 @@ const out = await runAll({
   data,
   rs,
   createSHA256,
+  createHash,
   readNDJSONStream,
   reps: Number(reps),
   only: only?.split(","),

@@ -46,15 +46,36 @@ async function rowstreamStreamQuery(ctx) {
   return { rows, acc };
 }
 
+/** rowstream's real client path with its SHA-256 forced into wasm (what browsers run). */
+async function rowstreamStreamQueryWasmHash(ctx) {
+  const fetch = async () =>
+    new Response(source(ctx.chunks), {
+      status: 200,
+      headers: { "content-type": "application/x-ndjson" },
+    });
+  const s = ctx.rs.streamQuery("http://bench.invalid/v1/query/stream", {
+    query: "SELECT * FROM t",
+    fetch,
+    hash: "wasm",
+  });
+  let rows = 0;
+  let acc = 0;
+  for await (const row of s) {
+    rows += 1;
+    acc += row.id;
+  }
+  if (!s.summary.verified || s.summary.hash !== "wasm") throw new Error("streamQuery (wasm hash): not verified");
+  return { rows, acc };
+}
+
 /**
  * The best npm pipeline for the same job: hand byte framer (indexOf 0x0A),
  * one TextDecoder.decode per chunk, JSON.parse per line, row-line bytes
- * batched per chunk into hash-wasm's incremental SHA-256, digest checked
- * against the end line.
+ * batched per chunk into an incremental SHA-256 (`newHash()`: hash-wasm's,
+ * or node:crypto's for the reference), digest checked against the end line.
  */
-async function* npmBestRows(stream, createSHA256) {
-  const sha = await createSHA256();
-  sha.init();
+async function* npmBestRows(stream, newHash) {
+  const sha = await newHash();
   const td = new TextDecoder();
   const reader = stream.getReader();
   let carry = null;
@@ -111,10 +132,28 @@ async function* npmBestRows(stream, createSHA256) {
   if (sha.digest("hex") !== end.prefix_hash) throw new Error("npm pipeline: digest mismatch");
 }
 
+/** The issue's baseline: the npm pipeline hashing with hash-wasm. */
 async function npmBest(ctx) {
+  const newHash = async () => {
+    const sha = await ctx.createSHA256();
+    sha.init();
+    return sha;
+  };
   let rows = 0;
   let acc = 0;
-  for await (const row of npmBestRows(source(ctx.chunks), ctx.createSHA256)) {
+  for await (const row of npmBestRows(source(ctx.chunks), newHash)) {
+    rows += 1;
+    acc += row.id;
+  }
+  return { rows, acc };
+}
+
+/** Reference (Node only): the same npm pipeline hashing with node:crypto. */
+async function npmBestNodeCrypto(ctx) {
+  const newHash = async () => ctx.createHash("sha256");
+  let rows = 0;
+  let acc = 0;
+  for await (const row of npmBestRows(source(ctx.chunks), newHash)) {
     rows += 1;
     acc += row.id;
   }
@@ -192,15 +231,22 @@ async function hashLinesHashWasm(ctx) {
 /**
  * rowstream's StreamDecoder (the engine of streamQuery) driven synchronously:
  * push each slice, JSON.parse each batch, loop over the rows. Same work as
- * streamQuery without the ReadableStream/Response/async-generator layer.
+ * streamQuery without the ReadableStream/Response/async-generator layer,
+ * hashing where streamQuery does by default (node:crypto in Node, wasm in
+ * browsers).
  */
 async function rowstreamDecoderSync(ctx) {
-  const d = new ctx.rs.StreamDecoder();
+  const sha = ctx.createHash?.("sha256");
+  const d = new ctx.rs.StreamDecoder({ externalHashing: sha !== undefined });
   let rows = 0;
   let acc = 0;
   let verified = false;
   for (const c of ctx.chunks) {
     const b = d.push(c);
+    if (sha !== undefined) {
+      sha.update(d.hashInput());
+      d.inputHashed(sha.copy().digest("hex"));
+    }
     if (b.rowCount > 0) {
       for (const row of JSON.parse(b.rows)) {
         rows += 1;
@@ -214,14 +260,22 @@ async function rowstreamDecoderSync(ctx) {
   return { rows, acc };
 }
 
-/**
- * Floor of any verifying client: hash-wasm over each slice's row bytes
- * (pre-batched, no framing) + one JSON.parse of a pre-built array text per
- * slice + a synchronous loop over the rows. No framing, no stream, no yield.
- */
-async function floorHashParse(ctx) {
+/** The fastest incremental SHA-256 at hand: node:crypto in Node, hash-wasm elsewhere. */
+async function fastestSha256(ctx) {
+  if (ctx.createHash !== undefined) return ctx.createHash("sha256");
   const sha = await ctx.createSHA256();
   sha.init();
+  return sha;
+}
+
+/**
+ * Floor of any verifying client: the fastest SHA-256 at hand over each
+ * slice's row bytes (pre-batched, no framing) + one JSON.parse of a
+ * pre-built array text per slice + a synchronous loop over the rows. No
+ * framing, no stream, no yield.
+ */
+async function floorHashParse(ctx) {
+  const sha = await fastestSha256(ctx);
   let rows = 0;
   let acc = 0;
   for (const [bytes, text] of ctx.batches) {
@@ -241,8 +295,7 @@ async function floorHashParse(ctx) {
  * floor of any verifying client whose API is an async iterable of rows.
  */
 async function floorHashParseIterate(ctx) {
-  const sha = await ctx.createSHA256();
-  sha.init();
+  const sha = await fastestSha256(ctx);
   let b = 0;
   let batch = [];
   let i = 0;
@@ -278,6 +331,8 @@ async function floorHashParseIterate(ctx) {
 const PIPELINES = {
   rowstream_streamQuery: rowstreamStreamQuery,
   npm_best: npmBest,
+  npm_best_nodecrypto: npmBestNodeCrypto,
+  rowstream_streamQuery_wasmhash: rowstreamStreamQueryWasmHash,
   rowstream_NdjsonDecoderStream: rowstreamDecoderStream,
   ndjson_readablestream: ndjsonReadableStream,
   hash_rowstream: hashRowstream,
@@ -289,6 +344,11 @@ const PIPELINES = {
   floor_hash_parse_iterate: floorHashParseIterate,
 };
 
+// Pipelines that need node:crypto (`createHash`, passed by node.mjs only):
+// in browsers there is no native SHA-256 to compare with, and streamQuery
+// hashes in wasm anyway.
+const NODE_ONLY = new Set(["npm_best_nodecrypto", "rowstream_streamQuery_wasmhash"]);
+
 const now = () => performance.now();
 
 /**
@@ -296,7 +356,7 @@ const now = () => performance.now();
  * Every run must deliver every row (and the same id sum). Returns median
  * and best MB/s per pipeline.
  */
-export async function runAll({ data, rs, createSHA256, readNDJSONStream, reps, log, only }) {
+export async function runAll({ data, rs, createSHA256, createHash, readNDJSONStream, reps, log, only }) {
   const chunks = slice(data);
   // Ground truth from the bytes: row lines, their id sum, the end line.
   const td = new TextDecoder();
@@ -330,9 +390,11 @@ export async function runAll({ data, rs, createSHA256, readNDJSONStream, reps, l
     }
     batches.push([bytes, `[${texts.join(",")}]`]);
   }
-  const ctx = { chunks, rs, createSHA256, readNDJSONStream, rowLines, rows: rowLines.length, acc, end, batches };
+  const ctx = { chunks, rs, createSHA256, createHash, readNDJSONStream, rowLines, rows: rowLines.length, acc, end, batches };
   if (end === null || end.row_count !== rowLines.length) throw new Error("data has no matching end line");
-  const names = Object.keys(PIPELINES).filter((n) => only === undefined || only.includes(n));
+  const names = Object.keys(PIPELINES).filter(
+    (n) => (only === undefined || only.includes(n)) && (createHash !== undefined || !NODE_ONLY.has(n)),
+  );
   const times = {};
   const once = async (name) => {
     const t = now();

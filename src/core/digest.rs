@@ -156,7 +156,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     to_hex(&Sha256::digest(bytes))
 }
 
-fn strip_newline(line: &[u8]) -> &[u8] {
+/// The part of a row line that is hashed: one trailing `\n`, then one
+/// trailing `\r`, dropped.
+pub(crate) fn strip_newline(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
 }

@@ -6,7 +6,7 @@ use thiserror::Error;
 
 use super::clock::Clock;
 use super::close::CloseReason;
-use super::digest::{hex_digests_equal, is_hex_of_len, PrefixHasher};
+use super::digest::{hex_digests_equal, is_hex_of_len, strip_newline, PrefixHasher};
 use super::producer::{ChunkProducer, ChunkSink, ProducerTotals};
 
 /// Protocol version this crate speaks.
@@ -382,11 +382,13 @@ impl ClientError {
 pub enum StreamEvent {
     /// The `open` line.
     Open(OpenFrame),
-    /// A row line (the caller parses it; it is hashed already).
+    /// A row line (the caller parses it; it is hashed already, or with
+    /// external hashing part of [`StreamVerifier::hash_input`]).
     Row,
     /// The in-band error line.
     Error(ErrorBody),
-    /// The `end` line, verified.
+    /// The `end` line, verified (with external hashing: its row count is;
+    /// its digest is checked by [`StreamVerifier::input_hashed`]).
     End(EndFrame),
     /// A control line this client does not know (ignored, as the protocol says).
     Ignored,
@@ -399,18 +401,49 @@ const HASH_BATCH_BYTES: usize = 64 * 1024;
 
 /// Client-side state across one logical stream and all its resumes: hashes
 /// row lines, checks `open`/`end`, and knows what to resume from.
+///
+/// With [`StreamVerifier::with_external_hashing`] the caller does the
+/// SHA-256 (e.g. with a platform's native implementation): the verifier
+/// frames, counts and checks exactly as otherwise, collects the digest's
+/// input bytes for the caller ([`StreamVerifier::hash_input`]) and takes the
+/// caller's running digest back ([`StreamVerifier::input_hashed`]), which is
+/// where the `end` line's digest is checked.
 #[derive(Debug, Clone, Default)]
 pub struct StreamVerifier {
     hasher: PrefixHasher,
-    /// Row lines not yet fed to `hasher`, concatenated. Each ends with `}`,
-    /// so hashing them as one line strips no newline from the last one.
+    /// Row lines not yet fed to `hasher` (external hashing: not yet handed
+    /// to the caller), concatenated: the exact input of the digest (§2.1).
+    /// Lines ending with `}` are appended whole, so hashing the batch as one
+    /// line strips no newline from the last one.
     pending: Vec<u8>,
+    /// `Some` with external hashing: what the caller reported.
+    external: Option<ExternalDigest>,
     rows: u64,
     open: Option<OpenFrame>,
     cursor: Option<String>,
     end: Option<EndFrame>,
     lines_in_response: u64,
     resumes: u32,
+}
+
+/// The caller's side of external hashing.
+#[derive(Debug, Clone, Default)]
+struct ExternalDigest {
+    /// The last running digest the caller reported (`None`: none yet).
+    digest: Option<String>,
+    /// The `end` line met, waiting for the digest of the rows before it.
+    unconfirmed_end: Option<EndFrame>,
+}
+
+/// Checks the server's `end.prefix_hash` against the digest of the rows received.
+fn check_end_digest(end: &EndFrame, received_hex: &str) -> Result<(), ClientError> {
+    if !is_hex_of_len(&end.prefix_hash, 64) || !hex_digests_equal(&end.prefix_hash, received_hex) {
+        return Err(ClientError::DigestMismatch(format!(
+            "server digest {} differs from received {}",
+            end.prefix_hash, received_hex
+        )));
+    }
+    Ok(())
 }
 
 /// Body of a resume request.
@@ -430,11 +463,65 @@ impl StreamVerifier {
         Self::default()
     }
 
+    /// A verifier holding no rows that leaves the hashing to its caller:
+    /// after each batch of lines the caller feeds [`StreamVerifier::hash_input`]
+    /// to its own incremental SHA-256 and reports the running digest with
+    /// [`StreamVerifier::input_hashed`]. Everything else (row counts, the
+    /// `open`/`end` checks, resume requests) is as with [`StreamVerifier::new`].
+    pub fn with_external_hashing() -> Self {
+        Self {
+            external: Some(ExternalDigest::default()),
+            ..Self::default()
+        }
+    }
+
+    /// True when the caller does the hashing.
+    pub fn hashes_externally(&self) -> bool {
+        self.external.is_some()
+    }
+
+    /// External hashing: the digest input of the row lines accepted since the
+    /// last [`StreamVerifier::input_hashed`], concatenated in order, exactly
+    /// the bytes [`PrefixHasher::update_line`] would hash for each. Empty when
+    /// the verifier hashes itself.
+    pub fn hash_input(&self) -> &[u8] {
+        if self.external.is_some() {
+            &self.pending
+        } else {
+            &[]
+        }
+    }
+
+    /// External hashing: the caller has fed [`StreamVerifier::hash_input`] to
+    /// its SHA-256, whose running digest (of every row from row 0) is
+    /// `digest_hex`. Clears the input; when an `end` line was met, checks its
+    /// digest now (`DigestMismatch`, as [`StreamVerifier::accept`] does
+    /// otherwise) and only then is the stream complete.
+    pub fn input_hashed(&mut self, digest_hex: &str) -> Result<(), ClientError> {
+        let Some(ext) = self.external.as_mut() else {
+            return Err(ClientError::Protocol(
+                "this verifier hashes the rows itself".into(),
+            ));
+        };
+        if !is_hex_of_len(digest_hex, 64) {
+            return Err(ClientError::Protocol(format!(
+                "the reported digest {digest_hex:?} is not 64 hex characters"
+            )));
+        }
+        self.pending.clear();
+        ext.digest = Some(digest_hex.to_ascii_lowercase());
+        if let Some(end) = ext.unconfirmed_end.take() {
+            check_end_digest(&end, digest_hex)?;
+            self.end = Some(end);
+        }
+        Ok(())
+    }
+
     /// Takes one line of a response (as framed, without newline).
     pub fn accept(&mut self, line: &str) -> Result<StreamEvent, ClientError> {
         self.lines_in_response += 1;
         let n = self.lines_in_response;
-        if self.end.is_some() {
+        if self.end.is_some() || self.end_awaits_digest() {
             return Err(ClientError::Protocol(format!("line {n} arrived after end")));
         }
         let bytes = line.as_bytes();
@@ -503,16 +590,13 @@ impl StreamVerifier {
                         end.row_count, self.rows
                     )));
                 }
-                self.hash_pending();
-                if !is_hex_of_len(&end.prefix_hash, 64)
-                    || !hex_digests_equal(&end.prefix_hash, &self.hasher.hex_digest())
-                {
-                    return Err(ClientError::DigestMismatch(format!(
-                        "server digest {} differs from received {}",
-                        end.prefix_hash,
-                        self.hasher.hex_digest()
-                    )));
+                if let Some(ext) = self.external.as_mut() {
+                    // The caller's digest of these rows comes with `input_hashed`.
+                    ext.unconfirmed_end = Some(end.clone());
+                    return Ok(StreamEvent::End(end));
                 }
+                self.hash_pending();
+                check_end_digest(&end, &self.hasher.hex_digest())?;
                 self.end = Some(end.clone());
                 Ok(StreamEvent::End(end))
             }
@@ -521,6 +605,13 @@ impl StreamVerifier {
                 Ok(StreamEvent::Ignored)
             }
         }
+    }
+
+    /// External hashing: an `end` line was met, its digest not checked yet.
+    fn end_awaits_digest(&self) -> bool {
+        self.external
+            .as_ref()
+            .is_some_and(|e| e.unconfirmed_end.is_some())
     }
 
     fn require_open(&self, n: u64) -> Result<(), ClientError> {
@@ -535,7 +626,10 @@ impl StreamVerifier {
     fn row(&mut self, line: &str, n: u64) -> Result<StreamEvent, ClientError> {
         self.require_open(n)?;
         let bytes = line.as_bytes();
-        if bytes.ends_with(b"}") {
+        if self.external.is_some() {
+            // The bytes `PrefixHasher::update_line` would hash.
+            self.pending.extend_from_slice(strip_newline(bytes));
+        } else if bytes.ends_with(b"}") {
             self.pending.extend_from_slice(bytes);
             if self.pending.len() >= HASH_BATCH_BYTES {
                 self.hash_pending();
@@ -552,9 +646,10 @@ impl StreamVerifier {
     /// Hashes the row lines buffered so far now (they are hashed in
     /// batches), so that [`StreamVerifier::prefix_hash`] costs one
     /// finalisation. A caller reading the digest after every network chunk
-    /// calls this at the end of each chunk.
+    /// calls this at the end of each chunk. (Nothing to do with external
+    /// hashing.)
     pub fn hash_pending(&mut self) {
-        if !self.pending.is_empty() {
+        if self.external.is_none() && !self.pending.is_empty() {
             self.hasher.update_line(&self.pending);
             self.pending.clear();
         }
@@ -562,20 +657,26 @@ impl StreamVerifier {
 
     /// Prepares for the next response of the same stream (a resume): rows and
     /// digest are kept, the open line is expected again. Returns the request
-    /// body, or `None` when the stream has no cursor (not resumable).
+    /// body, or `None` when the stream has no cursor (not resumable). With
+    /// external hashing, call it once the last input was reported hashed
+    /// (the request carries that digest); `None` until then.
     pub fn begin_resume(&mut self) -> Option<ResumeRequest> {
         let cursor = self.cursor.clone()?;
-        if self.end.is_some() {
+        if self.end.is_some() || self.end_awaits_digest() {
+            return None;
+        }
+        if self.external.is_some() && !self.pending.is_empty() {
             return None;
         }
         self.hash_pending();
+        let prefix_hash = self.prefix_hash();
         self.open = None;
         self.lines_in_response = 0;
         self.resumes += 1;
         Some(ResumeRequest {
             cursor,
             after_rows: self.rows,
-            prefix_hash: self.hasher.hex_digest(),
+            prefix_hash,
         })
     }
 
@@ -584,8 +685,15 @@ impl StreamVerifier {
         self.rows
     }
 
-    /// Running digest.
+    /// Running digest. With external hashing: the caller's last reported
+    /// digest (rows in [`StreamVerifier::hash_input`] not included).
     pub fn prefix_hash(&self) -> String {
+        if let Some(ext) = &self.external {
+            return match &ext.digest {
+                Some(d) => d.clone(),
+                None => self.hasher.hex_digest(),
+            };
+        }
         if self.pending.is_empty() {
             return self.hasher.hex_digest();
         }
@@ -842,5 +950,143 @@ mod tests {
             resume.prefix_hash,
             crate::core::digest::prefix_hash_of(&lines)
         );
+    }
+
+    /// What a caller hashing externally does: feeds the input to its own
+    /// SHA-256 and reports the running digest.
+    fn report(v: &mut StreamVerifier, sha: &mut sha2::Sha256) -> Result<(), ClientError> {
+        use sha2::Digest;
+        sha.update(v.hash_input());
+        let hex = crate::core::digest::to_hex(&sha.clone().finalize());
+        v.input_hashed(&hex)
+    }
+
+    #[test]
+    fn external_hashing_input_is_byte_identical_to_the_core_digest() {
+        // Every spelling the core hashes (including lines whose trailing
+        // `\r` / `\n` it strips): the caller's digest of the handed-out input
+        // equals the core's, at every report and in the resume request.
+        let cursor = "c".repeat(48);
+        let open_line = ControlLine::Open(open(0, Some(&cursor))).to_json();
+        let mut ext = StreamVerifier::with_external_hashing();
+        let mut core = StreamVerifier::new();
+        assert!(ext.hashes_externally() && !core.hashes_externally());
+        ext.accept(&open_line).unwrap();
+        core.accept(&open_line).unwrap();
+        assert_eq!(ext.prefix_hash(), core.prefix_hash(), "the empty digest");
+        let mut sha = <sha2::Sha256 as sha2::Digest>::new();
+        let mut lines: Vec<String> = Vec::new();
+        for i in 0..300 {
+            let line = match i % 10 {
+                1 => format!("{{ \"row\" : {i} }} "),
+                2 => format!("{{\"row\":{i}}}\r\r"),
+                3 => format!("{{\"row\":{i}}}\r\n"),
+                4 => format!("{{\"row\":{i}}}\n\n"),
+                5 => format!("{{\"row\":{i}}}\r"),
+                6 => format!("{{\"row\":{i}}}\n\r"),
+                _ => format!("{{\"row\":{{\"id\":{i}}}}}"),
+            };
+            assert_eq!(ext.accept(&line).unwrap(), StreamEvent::Row, "{line:?}");
+            assert_eq!(core.accept(&line).unwrap(), StreamEvent::Row);
+            lines.push(line);
+            assert_eq!(ext.rows(), core.rows());
+            if i % 7 == 0 {
+                report(&mut ext, &mut sha).unwrap();
+                assert!(ext.hash_input().is_empty());
+                assert_eq!(ext.prefix_hash(), core.prefix_hash(), "after row {i}");
+            }
+        }
+        assert!(
+            ext.begin_resume().is_none(),
+            "not while input is unreported"
+        );
+        report(&mut ext, &mut sha).unwrap();
+        assert_eq!(
+            ext.prefix_hash(),
+            crate::core::digest::prefix_hash_of(&lines)
+        );
+        assert_eq!(ext.begin_resume(), core.begin_resume());
+        assert_eq!(ext.resumes(), 1);
+        // Without external hashing there is no input to hand out.
+        assert!(core.hash_input().is_empty());
+        assert_eq!(
+            core.input_hashed(&"0".repeat(64)).unwrap_err().code(),
+            "protocol_error"
+        );
+    }
+
+    #[test]
+    fn external_hashing_checks_the_end_line_when_the_digest_is_reported() {
+        let cursor = "c".repeat(48);
+        let (body, end) = encode(0..200, PrefixHasher::new(), Some(&cursor));
+        let mut v = StreamVerifier::with_external_hashing();
+        let mut sha = <sha2::Sha256 as sha2::Digest>::new();
+        let events = verify(&mut v, &body).unwrap();
+        assert!(matches!(events.last(), Some(StreamEvent::End(e)) if e == &end));
+        assert!(!v.is_complete() && v.end().is_none(), "unchecked yet");
+        assert!(v.begin_resume().is_none());
+        assert_eq!(
+            v.accept("{\"row\":1}").unwrap_err().code(),
+            "protocol_error",
+            "nothing after end"
+        );
+        report(&mut v, &mut sha).unwrap();
+        assert!(v.is_complete());
+        assert_eq!(v.prefix_hash(), end.prefix_hash);
+
+        // A flipped byte: the report is a digest mismatch, worded as the core's.
+        let mut tampered = body.clone();
+        let pos = tampered.windows(6).position(|w| w == b"\"id\":5").unwrap();
+        tampered[pos + 5] = b'6';
+        let mut v = StreamVerifier::with_external_hashing();
+        verify(&mut v, &tampered).unwrap();
+        let err = report(&mut v, &mut <sha2::Sha256 as sha2::Digest>::new()).unwrap_err();
+        let core_err = verify(&mut StreamVerifier::new(), &tampered).unwrap_err();
+        assert_eq!(err, core_err);
+        assert!(!v.is_complete());
+
+        // Counts are still checked at the end line itself.
+        let text = std::str::from_utf8(&body).unwrap();
+        let dropped: String = text
+            .lines()
+            .enumerate()
+            .filter(|(i, _)| *i != 3)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        let mut v = StreamVerifier::with_external_hashing();
+        assert_eq!(
+            verify(&mut v, dropped.as_bytes()).unwrap_err().code(),
+            "digest_mismatch"
+        );
+        assert_eq!(
+            v.input_hashed("not hex").unwrap_err().code(),
+            "protocol_error"
+        );
+    }
+
+    #[test]
+    fn external_hashing_resumes_across_responses() {
+        let cursor = "c".repeat(48);
+        let (full, full_end) = encode(0..100, PrefixHasher::new(), Some(&cursor));
+        let lines: Vec<&str> = std::str::from_utf8(&full).unwrap().lines().collect();
+        let mut v = StreamVerifier::with_external_hashing();
+        let mut sha = <sha2::Sha256 as sha2::Digest>::new();
+        for l in &lines[..41] {
+            v.accept(l).unwrap();
+        }
+        report(&mut v, &mut sha).unwrap();
+        let resume = v.begin_resume().unwrap();
+        assert_eq!(resume.after_rows, 40);
+        let mut server_hasher = PrefixHasher::new();
+        for l in &lines[1..41] {
+            server_hasher.update_line(l.as_bytes());
+        }
+        assert_eq!(server_hasher.hex_digest(), resume.prefix_hash);
+        let (rest, end) = encode(40..100, server_hasher, Some(&cursor));
+        verify(&mut v, &rest).unwrap();
+        report(&mut v, &mut sha).unwrap();
+        assert_eq!(end.prefix_hash, full_end.prefix_hash);
+        assert!(v.is_complete());
+        assert_eq!((v.rows(), v.resumes()), (100, 1));
     }
 }

@@ -6,6 +6,7 @@
 //! built package's JS suite (`tests/js/`) covers the same surface from JS.
 
 use js_sys::{Array, Function, Reflect, Uint8Array};
+use sha2::{Digest, Sha256};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -18,7 +19,7 @@ use super::producer::ChunkProducer;
 use crate::core::clock::FakeClock;
 use crate::core::close::CloseReason;
 use crate::core::config::StreamConfig;
-use crate::core::digest::{prefix_hash_of, PrefixHasher as CoreHasher};
+use crate::core::digest::{prefix_hash_of, to_hex, PrefixHasher as CoreHasher};
 use crate::core::producer::ChunkProducer as CoreProducer;
 use crate::core::protocol::{Column, OpenFrame, StreamEncoder};
 
@@ -257,7 +258,7 @@ fn decoder_verifies_a_stream_split_at_any_size() {
         assert!(dec.complete());
         assert_eq!(dec.prefix_hash(), hash);
         assert!(
-            dec.begin_resume().is_null(),
+            dec.begin_resume().unwrap().is_null(),
             "complete streams do not resume"
         );
     }
@@ -304,7 +305,7 @@ fn decoder_resumes_without_gap_or_duplicate() {
         "a cut row is dropped"
     );
     assert!(!dec.complete());
-    let req = dec.begin_resume();
+    let req = dec.begin_resume().unwrap();
     assert_eq!(get(&req, "cursor").as_string().unwrap(), cursor);
     assert_eq!(get(&req, "after_rows").as_f64(), Some(8.0));
 
@@ -345,7 +346,134 @@ fn decoder_refuses_tampered_and_malformed_streams() {
     // A non-resumable stream has nothing to resume from.
     let mut dec = StreamDecoder::new(None).unwrap();
     decode_in_pieces(&mut dec, &body[..body.len() / 2], 9).unwrap();
-    assert!(dec.begin_resume().is_null());
+    assert!(dec.begin_resume().unwrap().is_null());
+}
+
+fn external_decoder() -> StreamDecoder {
+    StreamDecoder::new(some(opts(r#"{"externalHashing":true}"#))).unwrap()
+}
+
+/// What JS does with an external-hashing decoder after each call: feed the
+/// hash input to its own SHA-256 and report the running digest.
+fn report_hashed(dec: &mut StreamDecoder, sha: &mut Sha256) -> Result<(), JsValue> {
+    sha.update(dec.hash_input().to_vec());
+    dec.input_hashed(&to_hex(&sha.clone().finalize()))
+}
+
+/// `decode_in_pieces` for an external-hashing decoder; also returns the
+/// concatenated hash input.
+fn decode_external(
+    dec: &mut StreamDecoder,
+    sha: &mut Sha256,
+    body: &[u8],
+    piece: usize,
+) -> Result<(usize, JsValue, Vec<u8>), JsValue> {
+    let mut rows = 0;
+    let mut end = JsValue::UNDEFINED;
+    let mut input = Vec::new();
+    for c in body.chunks(piece) {
+        let batch = dec.push(bytes(c))?;
+        input.extend(dec.hash_input().to_vec());
+        report_hashed(dec, sha)?;
+        rows += get(&batch, "rowCount").as_f64().unwrap() as usize;
+        if !get(&batch, "end").is_undefined() {
+            end = get(&batch, "end");
+        }
+    }
+    Ok((rows, end, input))
+}
+
+#[test]
+fn external_hashing_decoder_hands_out_the_exact_digest_input() {
+    let (body, hash) = encode_stream(0..50, Some(&"c".repeat(48)));
+    let text = std::str::from_utf8(&body).unwrap();
+    let row_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("{\"row\":"))
+        .collect();
+    for piece in [1, 7, 64, 4096, body.len()] {
+        let mut dec = external_decoder();
+        assert!(dec.external_hashing());
+        let mut sha = Sha256::new();
+        let mut held = 0usize;
+        let mut input = Vec::new();
+        for c in body.chunks(piece) {
+            let batch = dec.push(bytes(c)).unwrap();
+            held += get(&batch, "rowCount").as_f64().unwrap() as usize;
+            input.extend(dec.hash_input().to_vec());
+            if get(&batch, "end").is_undefined() {
+                report_hashed(&mut dec, &mut sha).unwrap();
+                assert_eq!(dec.prefix_hash(), prefix_hash_of(&row_lines[..held]));
+            } else {
+                assert!(!dec.complete(), "complete only once the digest is checked");
+                report_hashed(&mut dec, &mut sha).unwrap();
+            }
+        }
+        assert_eq!(input, row_lines.concat().as_bytes());
+        assert!(dec.complete());
+        assert_eq!(dec.prefix_hash(), hash);
+        assert!(dec.begin_resume().unwrap().is_null());
+    }
+    // The wasm decoder has no hash input to give.
+    let mut dec = StreamDecoder::new(None).unwrap();
+    dec.push(bytes(&body[..200])).unwrap();
+    assert_eq!(dec.hash_input().length(), 0);
+    assert!(!dec.external_hashing());
+}
+
+#[test]
+fn external_hashing_decoder_refuses_tampered_streams_and_resumes() {
+    let (body, _) = encode_stream(0..5, None);
+    let mut tampered = body.clone();
+    let at = tampered.windows(6).position(|w| w == b"\"id\":3").unwrap();
+    tampered[at + 5] = b'4';
+    let mut dec = external_decoder();
+    let err = decode_external(&mut dec, &mut Sha256::new(), &tampered, 100).unwrap_err();
+    assert_code(err, "digest_mismatch");
+    assert!(!dec.complete());
+    assert_code(dec.push(bytes(b"\n")).unwrap_err(), "digest_mismatch");
+    let mut dec = external_decoder();
+    assert_code(dec.input_hashed("zz").unwrap_err(), "protocol_error");
+    assert_code(
+        StreamDecoder::new(some(opts(r#"{"externalHashing":1}"#)))
+            .err()
+            .unwrap(),
+        "invalid_argument",
+    );
+
+    let cursor = "c".repeat(48);
+    let (body, hash) = encode_stream(0..20, Some(&cursor));
+    let text = std::str::from_utf8(&body).unwrap();
+    let cut = text.match_indices('\n').nth(8).unwrap().0 + 5;
+    let mut dec = external_decoder();
+    let mut sha = Sha256::new();
+    let (first, _, _) = decode_external(&mut dec, &mut sha, &body[..cut], 10).unwrap();
+    assert_eq!(first, 8);
+    dec.end_of_body().unwrap();
+    report_hashed(&mut dec, &mut sha).unwrap();
+    let req = dec.begin_resume().unwrap();
+    assert_eq!(get(&req, "after_rows").as_f64(), Some(8.0));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        get(&req, "prefix_hash").as_string().unwrap(),
+        prefix_hash_of(&lines[1..9])
+    );
+    let open = lines[0].replace("\"after_rows\":0", "\"after_rows\":8");
+    let mut resumed = format!("{open}\n");
+    for l in &lines[9..] {
+        resumed.push_str(l);
+        resumed.push('\n');
+    }
+    // A resume is refused while rows are still waiting to be hashed.
+    let mut pending = external_decoder();
+    pending.push(bytes(&body[..cut])).unwrap();
+    assert_code(pending.begin_resume().unwrap_err(), "protocol_error");
+
+    let (rest, end, _) = decode_external(&mut dec, &mut sha, resumed.as_bytes(), 13).unwrap();
+    assert_eq!(rest, 12);
+    assert_eq!(get(&end, "prefix_hash").as_string().unwrap(), hash);
+    assert!(dec.complete());
+    assert_eq!(dec.prefix_hash(), hash);
 }
 
 #[test]

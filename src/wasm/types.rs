@@ -10,6 +10,16 @@ export interface FramerOptions {
   maxLineBytes?: number;
 }
 
+/** Options of `StreamDecoder`. */
+export interface StreamDecoderOptions extends FramerOptions {
+  /**
+   * Leave the SHA-256 to the caller (default false): after each `push` /
+   * `endOfBody`, feed `hashInput()` to an incremental SHA-256 and report its
+   * running digest with `inputHashed(hex)` before using the rows.
+   */
+  externalHashing?: boolean;
+}
+
 /** Every error thrown by the bindings: a real `Error` with a stable code. */
 export interface CodedError extends Error {
   code: string;
@@ -152,6 +162,9 @@ extern "C" {
     /// `FramerOptions` (an option bag; checked field by field).
     #[wasm_bindgen(typescript_type = "FramerOptions")]
     pub type FramerOptionsArg;
+    /// `StreamDecoderOptions`.
+    #[wasm_bindgen(typescript_type = "StreamDecoderOptions")]
+    pub type StreamDecoderOptionsArg;
     /// `ProducerOptions`.
     #[wasm_bindgen(typescript_type = "ProducerOptions")]
     pub type ProducerOptionsArg;

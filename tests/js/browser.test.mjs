@@ -118,6 +118,7 @@ test("the built package works in headless Chromium, resume included", { skip: CH
     assert.equal(r.lastId, String(ROWS[ROWS.length - 1].id));
     assert.equal(r.lastS, ROWS[ROWS.length - 1].s);
     assert.equal(r.summary.verified, true);
+    assert.equal(r.summary.hash, "wasm", "browsers hash in WebAssembly");
     assert.equal(r.summary.resumes, 1);
     assert.equal(requests[1].cursor, "c".repeat(48));
     assert.ok(requests[1].after_rows > 0);

@@ -6,14 +6,32 @@ import { rowstream, collect, prng } from "./helpers.mjs";
 import { referenceServer, sampleRows } from "./reference-server.mjs";
 
 const { streamQuery, RowstreamError } = rowstream;
+
+/** The protocol digest of these rows' lines (shape object). */
+function digestOf(rows) {
+  const h = new rowstream.PrefixHasher();
+  h.updateLines(rows.map((r) => JSON.stringify({ row: r })));
+  const d = h.hexDigest();
+  h.free();
+  return d;
+}
 const URL_ = "http://rowstream.test/v1/query/stream";
 const ROWS = sampleRows(60);
 
-function query(server, extra = {}) {
-  return streamQuery(URL_, { query: "SELECT * FROM t", fetch: server.fetch, backoffMs: 1, token: "tok", ...extra });
+// Every behaviour holds whichever SHA-256 the client uses: node:crypto (the
+// default in Node) or the wasm decoder's own (what browsers use).
+const MODES = ["native", "wasm"];
+
+/** Registers `fn` once per hashing mode; `fn` gets a `query` bound to it. */
+function both(name, fn) {
+  for (const hash of MODES) {
+    const query = (server, extra = {}) =>
+      streamQuery(URL_, { query: "SELECT * FROM t", fetch: server.fetch, backoffMs: 1, token: "tok", hash, ...extra });
+    test(`${name} [hash: ${hash}]`, () => fn(query, hash));
+  }
 }
 
-test("a complete stream is yielded and verified, with its summary", async () => {
+both("a complete stream is yielded and verified, with its summary", async (query, hash) => {
   const server = referenceServer({ rows: ROWS });
   const stream = query(server);
   assert.deepEqual(await collect(stream), ROWS);
@@ -27,12 +45,13 @@ test("a complete stream is yielded and verified, with its summary", async () => 
   assert.deepEqual(s.columns.map((c) => c.name), ["id", "name", "s"]);
   assert.equal(s.resumable, true);
   assert.equal(s.endReason, "ok");
+  assert.equal(s.hash, hash);
   assert.equal(server.log[0].authorization, "Bearer tok");
   assert.deepEqual(server.log[0].body, { query: "SELECT * FROM t" });
   assert.equal(server.cancelled, false, "a completed stream is not cancelled");
 });
 
-test('shape "array" yields arrays ordered as the columns', async () => {
+both('shape "array" yields arrays ordered as the columns', async (query, hash) => {
   const server = referenceServer({ rows: ROWS });
   const stream = query(server, { shape: "array" });
   const rows = await collect(stream);
@@ -40,7 +59,7 @@ test('shape "array" yields arrays ordered as the columns', async () => {
   assert.equal(stream.summary.prefixHash, server.expectedHash("array"));
 });
 
-test("cut bodies and network errors are resumed: no gap, no duplicate", async () => {
+both("cut bodies and network errors are resumed: no gap, no duplicate", async (query, hash) => {
   const rnd = prng(11);
   for (let round = 0; round < 20; round++) {
     const faults = Array.from({ length: 1 + (round % 4) }, () =>
@@ -57,13 +76,13 @@ test("cut bodies and network errors are resumed: no gap, no duplicate", async ()
     assert.deepEqual(resumes.map((r) => r.body.after_rows), s.resumedFrom);
     for (const r of resumes) {
       assert.equal(r.body.cursor, server.cursor);
-      assert.match(r.body.prefix_hash, /^[0-9a-f]{64}$/);
+      assert.equal(r.body.prefix_hash, digestOf(ROWS.slice(0, r.body.after_rows)));
     }
     assert.ok(s.resumedFrom.every((n, i) => i === 0 || n >= s.resumedFrom[i - 1]));
   }
 });
 
-test("a flipped byte in a row is a digest_mismatch, and the cursor is cancelled", async () => {
+both("a flipped byte in a row is a digest_mismatch, and the cursor is cancelled", async (query, hash) => {
   const server = referenceServer({ rows: ROWS, faults: [{ flipAt: 0 }] });
   const len = server.bodyLength();
   // Flip a letter of a row value (inside "row-NN") far from control lines.
@@ -75,7 +94,7 @@ test("a flipped byte in a row is a digest_mismatch, and the cursor is cancelled"
   assert.equal(tampered.cancelled, true);
 });
 
-test("a non-resumable stream that breaks fails with stream_interrupted and the reason", async () => {
+both("a non-resumable stream that breaks fails with stream_interrupted and the reason", async (query, hash) => {
   const server = referenceServer({ rows: ROWS, resumable: false, reason: "group_by", faults: [{ failAt: 500 }] });
   const stream = query(server);
   const seen = [];
@@ -90,7 +109,7 @@ test("a non-resumable stream that breaks fails with stream_interrupted and the r
   assert.equal(server.log.filter((r) => r.body.cursor !== undefined).length, 0, "no resume attempted");
 });
 
-test("refusals surface with the server's code, status and details", async () => {
+both("refusals surface with the server's code, status and details", async (query, hash) => {
   const server = referenceServer({
     rows: ROWS,
     faults: [{ refuse: [429, "principal_stream_quota_exhausted", { limit: 2, current: 2 }, { "retry-after": "1" }] }],
@@ -105,19 +124,19 @@ test("refusals surface with the server's code, status and details", async () => 
   });
 });
 
-test("a cursor error on resume surfaces with its code", async () => {
+both("a cursor error on resume surfaces with its code", async (query, hash) => {
   const server = referenceServer({ rows: ROWS, faults: [{ cutAt: 700 }, { refuse: [410, "cursor_expired", {}] }] });
   await assert.rejects(collect(query(server)), (e) => e instanceof RowstreamError && e.code === "cursor_expired" && e.status === 410);
 });
 
-test("429 on a resume is retried within the budget", async () => {
+both("429 on a resume is retried within the budget", async (query, hash) => {
   const server = referenceServer({ rows: ROWS, faults: [{ cutAt: 700 }, { refuse: [429, "server_stream_capacity_exhausted", { limit: 1, current: 1 }] }] });
   const stream = query(server);
   assert.deepEqual(await collect(stream), ROWS);
   assert.equal(stream.summary.resumes, 2);
 });
 
-test("a fresh request that fails before the open line is simply retried", async () => {
+both("a fresh request that fails before the open line is simply retried", async (query, hash) => {
   const server = referenceServer({ rows: ROWS, faults: [{ failAt: 0 }, { cutAt: 20 }] });
   const stream = query(server);
   assert.deepEqual(await collect(stream), ROWS);
@@ -126,19 +145,19 @@ test("a fresh request that fails before the open line is simply retried", async 
   assert.ok(server.log.every((r) => r.body.query === "SELECT * FROM t"));
 });
 
-test("giving up after maxRetries attempts without progress", async () => {
+both("giving up after maxRetries attempts without progress", async (query, hash) => {
   const server = referenceServer({ rows: ROWS, faults: [{ cutAt: 700 }, { failAt: 10 }, { failAt: 10 }, { failAt: 10 }] });
   await assert.rejects(collect(query(server, { maxRetries: 2 })), (e) => e instanceof RowstreamError && e.code === "stream_interrupted" && /2 retries/.test(e.message));
 });
 
-test("in-band errors and early ends are errors with their codes", async () => {
+both("in-band errors and early ends are errors with their codes", async (query, hash) => {
   const a = referenceServer({ rows: ROWS, faults: [{ inBandError: ["resource_limit_exceeded", "too big"] }] });
   await assert.rejects(collect(query(a)), (e) => e instanceof RowstreamError && e.code === "resource_limit_exceeded" && e.message === "too big");
   const b = referenceServer({ rows: ROWS, faults: [{ endReason: "snapshot_expired" }] });
   await assert.rejects(collect(query(b)), (e) => e.code === "snapshot_expired");
 });
 
-test("abort stops reading, rejects with the signal's reason and cancels the cursor", async () => {
+both("abort stops reading, rejects with the signal's reason and cancels the cursor", async (query, hash) => {
   const server = referenceServer({ rows: ROWS, faults: [{ stallAt: 600 }] });
   const ac = new AbortController();
   const stream = query(server, { signal: ac.signal });
@@ -158,7 +177,7 @@ test("abort stops reading, rejects with the signal's reason and cancels the curs
   assert.equal(stream.summary.verified, false);
 });
 
-test("breaking out of the loop early cancels the cursor; an already aborted signal never fetches", async () => {
+both("breaking out of the loop early cancels the cursor; an already aborted signal never fetches", async (query, hash) => {
   const server = referenceServer({ rows: ROWS });
   for await (const r of query(server)) {
     if (r.id === 5) break;
@@ -170,7 +189,7 @@ test("breaking out of the loop early cancels the cursor; an already aborted sign
   assert.equal(idle.log.length, 0);
 });
 
-test("bigint: true yields exact integers through streamQuery", async () => {
+both("bigint: true yields exact integers through streamQuery", async (query, hash) => {
   const rows = [{ id: 1, big: "9223372036854775807" }];
   const server = referenceServer({ rows });
   // The reference server writes strings; swap in a raw 64-bit literal.
@@ -185,9 +204,9 @@ test("bigint: true yields exact integers through streamQuery", async () => {
     const fixed = lines.map((l) => (l.startsWith('{"end"') ? l.replace(/"prefix_hash":"[0-9a-f]+"/, `"prefix_hash":"${h.hexDigest()}"`) : l)).join("\n") + "\n";
     return new Response(fixed, { status: 200 });
   };
-  const exact = await collect(streamQuery(URL_, { query: "q", fetch, bigint: true }));
+  const exact = await collect(streamQuery(URL_, { query: "q", fetch, bigint: true, hash }));
   assert.equal(exact[0].big, 9223372036854775807n);
-  const rounded = await collect(streamQuery(URL_, { query: "q", fetch }));
+  const rounded = await collect(streamQuery(URL_, { query: "q", fetch, hash }));
   assert.equal(rounded[0].big, 9223372036854775807);
 });
 
@@ -195,12 +214,13 @@ test("options are checked and a stream iterates once", () => {
   assert.throws(() => streamQuery(URL_, {}), TypeError);
   assert.throws(() => streamQuery(URL_, { query: "q", shape: "table" }), TypeError);
   assert.throws(() => streamQuery(URL_, { query: "q", maxRetries: -1 }), TypeError);
+  assert.throws(() => streamQuery(URL_, { query: "q", hash: "sha1" }), TypeError);
   const s = streamQuery(URL_, { query: "q", fetch: referenceServer({ rows: ROWS }).fetch });
   s[Symbol.asyncIterator]();
   assert.throws(() => s[Symbol.asyncIterator](), (e) => e.code === "already_iterated");
 });
 
-test("abort cancels at once, even while the consumer is busy between rows", async () => {
+both("abort cancels at once, even while the consumer is busy between rows", async (query, hash) => {
   const server = referenceServer({ rows: ROWS });
   const ac = new AbortController();
   const it = query(server, { signal: ac.signal })[Symbol.asyncIterator]();
@@ -213,7 +233,7 @@ test("abort cancels at once, even while the consumer is busy between rows", asyn
   assert.equal(server.log.filter((r) => r.url.endsWith("/cancel")).length, 1, "cancel is sent once");
 });
 
-test("next() calls made without waiting are served in order, then done; return() mid-chunk cancels", async () => {
+both("next() calls made without waiting are served in order, then done; return() mid-chunk cancels", async (query, hash) => {
   const server = referenceServer({ rows: ROWS });
   const it = query(server)[Symbol.asyncIterator]();
   // More calls in flight than rows, across chunk boundaries and the end.
@@ -233,7 +253,7 @@ test("next() calls made without waiting are served in order, then done; return()
   assert.deepEqual(await it2.next(), { value: undefined, done: true }, "no row after return()");
 });
 
-test("the summary is live: rowCount and prefixHash cover the rows received so far", async () => {
+both("the summary is live: rowCount and prefixHash cover the rows received so far", async (query, hash) => {
   const server = referenceServer({ rows: ROWS });
   const stream = query(server);
   let checked = 0;
@@ -253,7 +273,7 @@ test("the summary is live: rowCount and prefixHash cover the rows received so fa
   assert.ok(checked >= 5);
 });
 
-test("params are sent as given, BigInt values as exact integer literals", async () => {
+both("params are sent as given, BigInt values as exact integer literals", async (query, hash) => {
   const server = referenceServer({ rows: ROWS });
   const raw = [];
   const fetch = (url, init) => {
@@ -264,4 +284,91 @@ test("params are sent as given, BigInt values as exact integer literals", async 
   assert.equal(raw[0], '{"query":"SELECT * FROM t","params":[9223372036854775807,"x",1.5,null,{"n":-12345678901234567890}]}');
   await collect(query(server, { fetch, params: { a: 1 } }));
   assert.equal(raw.at(-1), '{"query":"SELECT * FROM t","params":{"a":1}}');
+});
+
+both("a wrong digest in the end line is a digest_mismatch after the rows of earlier chunks", async (query, hash) => {
+  for (const forged of ["0".repeat(64), digestOf(ROWS.slice(1)), "not-hex"]) {
+    const server = referenceServer({ rows: ROWS });
+    const fetch = async (url, init) => {
+      const res = await server.fetch(url, init);
+      if (url.endsWith("/cancel")) return res;
+      const text = (await res.text()).replace(/"prefix_hash":"[0-9a-f]+"/, `"prefix_hash":"${forged}"`);
+      // Small chunks up to row 55's line; rows 55.. and the end line in the last one.
+      const enc = new TextEncoder();
+      const lines = text.split("\n");
+      const head = enc.encode(lines.slice(0, 56).join("\n") + "\n");
+      const tail = enc.encode(lines.slice(56).join("\n"));
+      return new Response(
+        new ReadableStream({
+          start(c) {
+            for (let i = 0; i < head.length; i += 200) c.enqueue(head.slice(i, i + 200));
+            c.enqueue(tail);
+            c.close();
+          },
+        }),
+        { status: 200 },
+      );
+    };
+    const stream = query(server, { fetch });
+    const seen = [];
+    await assert.rejects(
+      (async () => {
+        for await (const r of stream) seen.push(r);
+      })(),
+      (e) => e instanceof RowstreamError && e.code === "digest_mismatch",
+      forged,
+    );
+    // The rows of the chunks before the one with the end line, never more.
+    assert.deepEqual(seen, ROWS.slice(0, 55));
+    assert.equal(stream.summary.verified, false);
+    assert.equal(stream.summary.hash, hash);
+  }
+});
+
+test("in Node the default hashing is node:crypto's, over exactly the row lines", async (t) => {
+  const crypto = process.getBuiltinModule?.("node:crypto");
+  if (crypto === undefined) {
+    t.skip("no process.getBuiltinModule in this Node");
+    return;
+  }
+  const proto = Object.getPrototypeOf(crypto.createHash("sha256"));
+  const update = proto.update;
+  let hashed = 0;
+  proto.update = function (data, ...rest) {
+    hashed += data.length;
+    return update.call(this, data, ...rest);
+  };
+  const rowBytes = ROWS.reduce((n, r) => n + new TextEncoder().encode(JSON.stringify({ row: r })).length, 0);
+  try {
+    const server = referenceServer({ rows: ROWS });
+    const stream = streamQuery(URL_, { query: "q", fetch: server.fetch });
+    assert.deepEqual(await collect(stream), ROWS);
+    assert.equal(stream.summary.hash, "native");
+    assert.equal(stream.summary.verified, true);
+    assert.equal(hashed, rowBytes, "node:crypto hashed every row byte once");
+    hashed = 0;
+    const wasm = streamQuery(URL_, { query: "q", fetch: referenceServer({ rows: ROWS }).fetch, hash: "wasm" });
+    assert.deepEqual(await collect(wasm), ROWS);
+    assert.equal(wasm.summary.hash, "wasm");
+    assert.equal(hashed, 0, 'hash: "wasm" does not touch node:crypto');
+  } finally {
+    proto.update = update;
+  }
+});
+
+both("an end line without its newline still completes the stream, verified", async (query, hash) => {
+  const server = referenceServer({ rows: ROWS });
+  const fetch = async (url, init) => {
+    const res = await server.fetch(url, init);
+    if (url.endsWith("/cancel")) return res;
+    const text = (await res.text()).trimEnd();
+    assert.ok(text.endsWith("}") && text.slice(text.lastIndexOf("\n") + 1).startsWith('{"end":'));
+    return new Response(text, { status: 200 });
+  };
+  const stream = query(server, { fetch });
+  assert.deepEqual(await collect(stream), ROWS);
+  assert.equal(stream.summary.verified, true);
+  assert.equal(stream.summary.hash, hash);
+  assert.equal(stream.summary.prefixHash, server.expectedHash());
+  assert.equal(stream.summary.resumes, 0);
 });

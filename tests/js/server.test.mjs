@@ -41,6 +41,7 @@ if (!BIN) {
       assert.equal(s.rowCount, ROWS);
       assert.match(s.prefixHash, /^[0-9a-f]{64}$/);
       assert.equal(s.resumes, 0);
+      assert.equal(s.hash, typeof process.getBuiltinModule === "function" ? "native" : "wasm");
       assert.equal(s.resumable, true);
       assert.deepEqual(s.columns.map((c) => c.name), ["id", "name", "big", "note"]);
       baseline.forEach((r, i) => {
@@ -52,51 +53,56 @@ if (!BIN) {
       assert.deepEqual(arrays[41], Object.values(baseline[41]));
     });
 
-    test("one dropped connection at a random byte offset is resumed: identical rows", async () => {
-      const rnd = prng(SEED);
-      for (let round = 0; round < 3; round++) {
-        const cut = 1500 + Math.floor(rnd() * 60_000);
-        const proxy = await startProxy(server.base, { cuts: [cut] });
+    // Resume and tamper detection with either SHA-256: node:crypto (the
+    // default in Node) and the wasm decoder's own (as in browsers).
+    for (const hash of ["native", "wasm"]) {
+      test(`one dropped connection at a random byte offset is resumed: identical rows [hash: ${hash}]`, async () => {
+        const rnd = prng(SEED);
+        for (let round = 0; round < 3; round++) {
+          const cut = 1500 + Math.floor(rnd() * 60_000);
+          const proxy = await startProxy(server.base, { cuts: [cut] });
+          try {
+            const stream = q(proxy.url, { hash });
+            const rows = await collect(stream);
+            assert.equal(stream.summary.resumes, 1, `cut at ${cut}`);
+            assert.equal(stream.summary.verified, true);
+            assert.equal(stream.summary.hash, hash);
+            assert.deepEqual(rows, baseline, `cut at ${cut} (seed ${SEED})`);
+          } finally {
+            await proxy.close();
+          }
+        }
+      });
+
+      test(`several dropped connections in a row are resumed: identical rows [hash: ${hash}]`, async () => {
+        const rnd = prng(SEED + 1);
+        const cuts = Array.from({ length: 5 }, () => 1500 + Math.floor(rnd() * 20_000));
+        const proxy = await startProxy(server.base, { cuts });
         try {
-          const stream = q(proxy.url);
+          const stream = q(proxy.url, { hash });
           const rows = await collect(stream);
-          assert.equal(stream.summary.resumes, 1, `cut at ${cut}`);
-          assert.equal(stream.summary.verified, true);
-          assert.deepEqual(rows, baseline, `cut at ${cut} (seed ${SEED})`);
+          const s = stream.summary;
+          assert.equal(s.resumes, cuts.length, `cuts ${cuts}`);
+          assert.equal(s.verified, true);
+          assert.equal(s.resumedFrom.length, cuts.length);
+          assert.ok(s.resumedFrom.every((n, i) => n > 0 && (i === 0 || n > s.resumedFrom[i - 1])), `${s.resumedFrom}`);
+          assert.deepEqual(rows, baseline, `cuts ${cuts} (seed ${SEED})`);
         } finally {
           await proxy.close();
         }
-      }
-    });
-
-    test("several dropped connections in a row are resumed: identical rows", async () => {
-      const rnd = prng(SEED + 1);
-      const cuts = Array.from({ length: 5 }, () => 1500 + Math.floor(rnd() * 20_000));
-      const proxy = await startProxy(server.base, { cuts });
-      try {
-        const stream = q(proxy.url);
-        const rows = await collect(stream);
-        const s = stream.summary;
-        assert.equal(s.resumes, cuts.length, `cuts ${cuts}`);
-        assert.equal(s.verified, true);
-        assert.equal(s.resumedFrom.length, cuts.length);
-        assert.ok(s.resumedFrom.every((n, i) => n > 0 && (i === 0 || n > s.resumedFrom[i - 1])), `${s.resumedFrom}`);
-        assert.deepEqual(rows, baseline, `cuts ${cuts} (seed ${SEED})`);
-      } finally {
-        await proxy.close();
-      }
-    });
-
-    test("a byte flipped in transit is a digest_mismatch", async () => {
-      const proxy = await startProxy(server.base, {
-        flip: { find: Buffer.from("tamper-me"), replace: Buffer.from("tamper-mf") },
       });
-      try {
-        await assert.rejects(collect(q(proxy.url)), (e) => e instanceof RowstreamError && e.code === "digest_mismatch");
-      } finally {
-        await proxy.close();
-      }
-    });
+
+      test(`a byte flipped in transit is a digest_mismatch [hash: ${hash}]`, async () => {
+        const proxy = await startProxy(server.base, {
+          flip: { find: Buffer.from("tamper-me"), replace: Buffer.from("tamper-mf") },
+        });
+        try {
+          await assert.rejects(collect(q(proxy.url, { hash })), (e) => e instanceof RowstreamError && e.code === "digest_mismatch");
+        } finally {
+          await proxy.close();
+        }
+      });
+    }
 
     test("abort stops reading, hits the cancel endpoint and releases the slot", async () => {
       const calls = [];

@@ -47,6 +47,36 @@ test("digest vectors: a decoded stream ends verified on the vector's hash", () =
   }
 });
 
+test("digest vectors: a decoder with external hashing hands out exactly the digest input", () => {
+  for (const c of vectors("digests.json")) {
+    const open = { open: { lease: "a".repeat(32), snapshot_lsn: 1, resumable: false, reason: "test", cursor: null, expires_at_ms: 0, columns: [], after_rows: 0 } };
+    const end = { end: { reason: "ok", row_count: c.row_count, prefix_hash: c.prefix_hash, lease: "a".repeat(32), bytes: 0 } };
+    const body = encoder.encode([JSON.stringify(open), ...c.lines, JSON.stringify(end)].join("\n") + "\n");
+    for (const step of [1, 5, body.length]) {
+      const d = new StreamDecoder({ externalHashing: true });
+      assert.equal(d.externalHashing, true);
+      const sha = createHash("sha256");
+      let rows = 0;
+      for (let i = 0; i < body.length; i += step) {
+        const batch = d.push(body.subarray(i, i + step));
+        rows += batch.rowCount;
+        sha.update(d.hashInput());
+        assert.equal(d.complete, false);
+        d.inputHashed(sha.copy().digest("hex"));
+        assert.equal(d.prefixHash, c.prefix_hashes[rows], `${c.name}: rows 0..${rows}`);
+      }
+      assert.ok(d.complete, c.name);
+      d.free();
+    }
+    // A wrong digest reported for the same rows is a mismatch.
+    const d = new StreamDecoder({ externalHashing: true });
+    d.push(body);
+    assert.throws(() => d.inputHashed("0".repeat(64)), (e) => e.code === "digest_mismatch");
+    assert.equal(d.complete, false);
+    d.free();
+  }
+});
+
 test("classifier vectors: assessResumability agrees with every case", () => {
   const cases = vectors("classifier.json");
   assert.ok(cases.length > 50);
