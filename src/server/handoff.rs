@@ -18,7 +18,8 @@
 //!   by the next line instead, so a row never waits more than
 //!   [`BATCH_WAIT`] for the encoder;
 //! - the stepping thread, finding the ring full (the client reads slowly:
-//!   backpressure), parks until the encoder made room.
+//!   backpressure), parks until the encoder has emptied half the ring (and
+//!   the encoder, in turn, waits for the body to take half the chunk queue).
 //!
 //! A stop (cancel, disconnect, shutdown, TTL) reaches both threads through the
 //! stream's [`StreamCtl`].
@@ -251,9 +252,11 @@ fn encode(
         let (a, b) = chunk.as_slices();
         let delivered = deliver(a, b, &mut scratch);
         chunk.commit_all();
-        // Pairs with the stepping thread's store of `stepper_waits`.
+        // Pairs with the stepping thread's store of `stepper_waits`. A
+        // stepping thread waiting for room is woken once the ring is half
+        // empty, so it writes half a ring per wake-up under backpressure.
         fence(Ordering::SeqCst);
-        if shared.stepper_waits.load(Ordering::Relaxed) {
+        if shared.stepper_waits.load(Ordering::Relaxed) && ring.slots() <= RING_BYTES / 2 {
             stepper.unpark();
         }
         if delivered.is_none() {

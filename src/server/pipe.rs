@@ -431,6 +431,15 @@ impl Pipe {
         }
     }
 
+    /// The body took a chunk, leaving `queued`. A producer waiting for room
+    /// is woken once the queue is half empty, not for every chunk: under
+    /// backpressure it then fills two chunks per wake-up.
+    fn made_room(&self, queued: usize) {
+        if queued <= MAX_QUEUED_CHUNKS / 2 {
+            self.space.notify_all();
+        }
+    }
+
     fn is_drained(&self) -> bool {
         let st = lock(&self.st);
         st.finished && st.queue.is_empty()
@@ -478,7 +487,7 @@ impl Body for PipeBody {
             let wait_ms = {
                 let mut st = lock(&this.pipe.st);
                 if let Some(chunk) = st.queue.pop_front() {
-                    this.pipe.space.notify_all();
+                    this.pipe.made_room(st.queue.len());
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 if st.finished {
@@ -497,7 +506,7 @@ impl Body for PipeBody {
                             let _ = enc.producer().flush_if_due(&mut QueueSink(queue));
                         }
                         if let Some(chunk) = st.queue.pop_front() {
-                            this.pipe.space.notify_all();
+                            this.pipe.made_room(st.queue.len());
                             return Poll::Ready(Some(Ok(Frame::data(chunk))));
                         }
                         None
