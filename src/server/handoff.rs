@@ -52,7 +52,7 @@ const WANTS_ANY: u8 = 2;
 struct Shared {
     /// The stepping thread wrote its last line.
     done: AtomicBool,
-    /// The encoder stopped before the end (the stream was stopped).
+    /// The encoding thread has ended: done, stopped or panicked.
     encoder_gone: AtomicBool,
     /// What the parked encoder waits for (`RUNNING` while it runs).
     encoder_waits: AtomicU8,

@@ -357,7 +357,8 @@ type Rowids = Mutex<VecDeque<(u64, i64)>>;
 
 impl Pump<'_> {
     /// Streams every row of `rows` into the pipe: the first [`DIRECT_ROWS`]
-    /// from this thread, the rest through a second, encoding thread.
+    /// from this thread, the rest through a second, encoding thread while
+    /// fewer streams are stepping than there are cores.
     fn run(&self, rows: &mut rusqlite::Rows<'_>) -> Outcome {
         let start = self.pipe.inspect(|e| e.row_count()).unwrap_or(0);
         let mut produced = 0;
