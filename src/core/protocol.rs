@@ -737,6 +737,17 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    /// `body` without its line `n` (0-based).
+    fn without_line(body: &[u8], n: usize) -> String {
+        std::str::from_utf8(body)
+            .unwrap()
+            .lines()
+            .enumerate()
+            .filter(|(i, _)| *i != n)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect()
+    }
+
     fn open(after_rows: u64, cursor: Option<&str>) -> OpenFrame {
         OpenFrame {
             lease: "1".repeat(32),
@@ -863,13 +874,7 @@ mod tests {
         assert_eq!(err.code(), "digest_mismatch");
 
         // Drop a row line: counts differ.
-        let text = std::str::from_utf8(&body).unwrap();
-        let dropped: String = text
-            .lines()
-            .enumerate()
-            .filter(|(i, _)| *i != 3)
-            .map(|(_, l)| format!("{l}\n"))
-            .collect();
+        let dropped = without_line(&body, 3);
         assert_eq!(
             verify(&mut StreamVerifier::new(), dropped.as_bytes())
                 .unwrap_err()
@@ -878,6 +883,7 @@ mod tests {
         );
 
         // Cut before end: no error, but not complete, and no cursor to resume.
+        let text = std::str::from_utf8(&body).unwrap();
         let cut: String = text.lines().take(5).map(|l| format!("{l}\n")).collect();
         let mut v = StreamVerifier::new();
         verify(&mut v, cut.as_bytes()).unwrap();
@@ -1046,13 +1052,7 @@ mod tests {
         assert!(!v.is_complete());
 
         // Counts are still checked at the end line itself.
-        let text = std::str::from_utf8(&body).unwrap();
-        let dropped: String = text
-            .lines()
-            .enumerate()
-            .filter(|(i, _)| *i != 3)
-            .map(|(_, l)| format!("{l}\n"))
-            .collect();
+        let dropped = without_line(&body, 3);
         let mut v = StreamVerifier::with_external_hashing();
         assert_eq!(
             verify(&mut v, dropped.as_bytes()).unwrap_err().code(),
