@@ -315,32 +315,26 @@ impl Pipe {
     ) -> Option<u64> {
         let mut st = lock(&self.st);
         let mut push = |st, line: &[u8]| self.push_line_locked(ctl, st, line, &mut on_row);
-        let (mut a, mut b) = (a, b);
-        while !a.is_empty() {
-            match memchr::memchr(b'\n', a) {
-                Some(i) => {
-                    st = push(st, &a[..i])?;
-                    a = &a[i + 1..];
-                }
-                None => {
-                    // The line wraps around the end of the ring.
-                    let j = memchr::memchr(b'\n', b).unwrap_or(b.len());
+        // The tail of `a` (if any) is the start of `b`'s first line.
+        let mut carry: &[u8] = &[];
+        for half in [a, b] {
+            let mut rest = half;
+            while let Some(i) = memchr::memchr(b'\n', rest) {
+                let line = if carry.is_empty() {
+                    &rest[..i]
+                } else {
                     scratch.clear();
-                    scratch.extend_from_slice(a);
-                    scratch.extend_from_slice(&b[..j]);
-                    st = push(st, scratch)?;
-                    a = &[];
-                    b = b.get(j + 1..).unwrap_or_default();
-                }
+                    scratch.extend_from_slice(carry);
+                    scratch.extend_from_slice(&rest[..i]);
+                    carry = &[];
+                    &scratch[..]
+                };
+                st = push(st, line)?;
+                rest = &rest[i + 1..];
             }
+            carry = rest;
         }
-        for line in memchr::memchr_iter(b'\n', b).scan(0, |start, i| {
-            let line = &b[*start..i];
-            *start = i + 1;
-            Some(line)
-        }) {
-            st = push(st, line)?;
-        }
+        debug_assert!(carry.is_empty(), "the ring holds whole lines");
         // The latency cap, once per batch.
         self.with_locked(&mut st, |enc, sink| {
             let _ = enc.producer().flush_if_due(sink);
