@@ -24,8 +24,8 @@ function source(chunks) {
   });
 }
 
-/** rowstream's real client path: streamQuery over a fetch that returns the bytes. */
-async function rowstreamStreamQuery(ctx) {
+/** streamQuery over a fetch that returns the bytes, with `options` added. */
+async function runStreamQuery(ctx, options) {
   const fetch = async () =>
     new Response(source(ctx.chunks), {
       status: 200,
@@ -34,6 +34,7 @@ async function rowstreamStreamQuery(ctx) {
   const s = ctx.rs.streamQuery("http://bench.invalid/v1/query/stream", {
     query: "SELECT * FROM t",
     fetch,
+    ...options,
   });
   let rows = 0;
   let acc = 0;
@@ -41,30 +42,23 @@ async function rowstreamStreamQuery(ctx) {
     rows += 1;
     acc += row.id;
   }
-  if (!s.summary.verified) throw new Error("streamQuery: not verified");
-  ctx.seenChunks = s.summary.chunks;
+  return { rows, acc, summary: s.summary };
+}
+
+/** rowstream's real client path: streamQuery over a fetch that returns the bytes. */
+async function rowstreamStreamQuery(ctx) {
+  const { rows, acc, summary } = await runStreamQuery(ctx, {});
+  if (!summary.verified) throw new Error("streamQuery: not verified");
+  ctx.seenChunks = summary.chunks;
   return { rows, acc };
 }
 
 /** rowstream's real client path with its SHA-256 forced into wasm (what browsers run). */
 async function rowstreamStreamQueryWasmHash(ctx) {
-  const fetch = async () =>
-    new Response(source(ctx.chunks), {
-      status: 200,
-      headers: { "content-type": "application/x-ndjson" },
-    });
-  const s = ctx.rs.streamQuery("http://bench.invalid/v1/query/stream", {
-    query: "SELECT * FROM t",
-    fetch,
-    hash: "wasm",
-  });
-  let rows = 0;
-  let acc = 0;
-  for await (const row of s) {
-    rows += 1;
-    acc += row.id;
+  const { rows, acc, summary } = await runStreamQuery(ctx, { hash: "wasm" });
+  if (!summary.verified || summary.hash !== "wasm") {
+    throw new Error("streamQuery (wasm hash): not verified");
   }
-  if (!s.summary.verified || s.summary.hash !== "wasm") throw new Error("streamQuery (wasm hash): not verified");
   return { rows, acc };
 }
 
