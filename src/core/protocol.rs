@@ -853,9 +853,7 @@ mod tests {
             (40, cursor.as_str())
         );
         let mut server_hasher = PrefixHasher::new();
-        for l in &lines[1..41] {
-            server_hasher.update_line(l.as_bytes());
-        }
+        server_hasher.update_lines(&lines[1..41]);
         assert_eq!(server_hasher.hex_digest(), resume.prefix_hash);
         let (rest, end) = encode(40..100, server_hasher, Some(&cursor));
         verify(&mut v, &rest).unwrap();
@@ -1078,9 +1076,7 @@ mod tests {
         let resume = v.begin_resume().unwrap();
         assert_eq!(resume.after_rows, 40);
         let mut server_hasher = PrefixHasher::new();
-        for l in &lines[1..41] {
-            server_hasher.update_line(l.as_bytes());
-        }
+        server_hasher.update_lines(&lines[1..41]);
         assert_eq!(server_hasher.hex_digest(), resume.prefix_hash);
         let (rest, end) = encode(40..100, server_hasher, Some(&cursor));
         verify(&mut v, &rest).unwrap();
