@@ -245,6 +245,8 @@ export interface IngestOptions<Column extends string = string> {
   stream?: "auto" | boolean;
   /** The `fetch` to use (default `globalThis.fetch`); it receives `duplex: "half"` with a stream body. */
   fetch?: (input: string, init: RequestInit & { duplex?: "half" }) => Promise<Response>;
+  /** Where the row lines' SHA-256 is computed: as `StreamQueryOptions.hash` (native `node:crypto` in Node by default, WebAssembly in browsers). The digest is the same. */
+  hash?: "auto" | "native" | "wasm";
 }
 
 /** What `ingestRows` resolves to: the server's `end` object, plus the digest sent. */

@@ -15,7 +15,7 @@ import { BIN, TOKEN, makeDatabase, startServer, stats, waitFor } from "./server-
 
 const { ingestRows, streamQuery, RowstreamError, PrefixHasher } = rowstream;
 const COLUMNS = ["id", "name", "big", "note"];
-const TABLES = ["rt", "arr", "iter", "agen", "exact", "tamper", "unknown", "abort", "blob", "none", "bad", "thrown", "quota", "blobabort", "browser", "browser_forced"];
+const TABLES = ["rt", "arr", "iter", "agen", "exact", "tamper", "unknown", "abort", "blob", "none", "bad", "thrown", "quota", "blobabort", "browser", "browser_forced", "wasmhash"];
 const CHROME = process.env.CHROME_BIN ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"].find(existsSync);
 const root = fileURLToPath(new URL("../../", import.meta.url));
 const TYPES = { ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".html": "text/html" };
@@ -90,6 +90,38 @@ if (!BIN) {
       assert.equal(back.rows.length, rows.length);
       assert.deepEqual(back.rows, rows);
       assert.equal(back.hash, end.sha256, "the read-back digest is the digest sent");
+    });
+
+    test("in Node the row lines are hashed with node:crypto by default, and hash: \"wasm\" gives the same digest", async (t) => {
+      const crypto = process.getBuiltinModule?.("node:crypto");
+      if (crypto === undefined) {
+        t.skip("no process.getBuiltinModule in this Node");
+        return;
+      }
+      const rows = Array.from({ length: 3000 }, (_, i) => makeRow(i));
+      const rowBytes = rows.reduce((n, r) => n + Buffer.byteLength(lineOf(r)), 0);
+      const proto = Object.getPrototypeOf(crypto.createHash("sha256"));
+      const update = proto.update;
+      let hashed = 0;
+      proto.update = function (data, ...rest) {
+        hashed += typeof data === "string" ? Buffer.byteLength(data, rest[0]) : data.length;
+        return update.call(this, data, ...rest);
+      };
+      try {
+        const native = await ingest(rows, { table: "wasmhash" });
+        assert.equal(hashed, rowBytes, "node:crypto hashed every row byte once");
+        assert.equal(native.sha256, digestOf(rows));
+        assert.equal(native.integrity, "ok");
+        hashed = 0;
+        const wasm = await ingest(rows.map((r) => ({ ...r, id: r.id + rows.length })), { table: "wasmhash", hash: "wasm" });
+        assert.equal(hashed, 0, 'hash: "wasm" does not touch node:crypto');
+        assert.equal(wasm.integrity, "ok");
+        assert.equal(wasm.row_count, rows.length);
+      } finally {
+        proto.update = update;
+      }
+      assert.equal(await count("wasmhash"), 2 * rows.length);
+      await assert.rejects(ingest(rows, { table: "wasmhash", hash: "fast" }), TypeError);
     });
 
     test("arrays, sync iterables and async generators are all accepted", async () => {
