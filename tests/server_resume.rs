@@ -132,6 +132,51 @@ fn resumes_continue_at_any_row_any_number_of_times() {
     assert_paired(&ts.events());
 }
 
+/// Long results are encoded on a second thread past their first 4096 rows,
+/// which also records the resume checkpoints (with the rowid the stepping
+/// thread hands over): resumes on either side of that point, and far past
+/// it, continue exactly and start from a nearby checkpoint.
+#[test]
+fn long_results_resume_from_checkpoints_recorded_by_the_encoding_thread() {
+    let dir = TempDir::new();
+    let db = dir.path("db.sqlite");
+    make_db(&db, 12_000);
+    let ts = TestServer::start(builder_for(&db).checkpoint_every(1000));
+    let queries = [
+        r#"{"query":"SELECT * FROM t"}"#,
+        r#"{"query":"SELECT name, id FROM t WHERE id > ? OR name = 'n2' ORDER BY rowid","params":[40],"shape":"array"}"#,
+        r#"{"query":"SELECT id AS rowid, name FROM t"}"#,
+    ];
+    for q in queries {
+        let (open, reference, ref_end) = fresh(&ts, q);
+        assert_eq!(open["open"]["resumable"], true, "{q}");
+        let cursor = open["open"]["cursor"].as_str().unwrap();
+        let n = reference.len();
+        assert!(n > 10_000, "{q}: {n}");
+        for k in [4095, 4096, 4097, 5000, 5001, 7777, n - 1, n] {
+            let replayed = ts.server.stats().resume_rows_replayed;
+            let r = post(
+                ts.addr(),
+                "/v1/query/stream",
+                &resume_body(cursor, &reference[..k]),
+                None,
+            );
+            assert_eq!(r.status, 200, "{q} at {k}: {}", r.text());
+            let lines = r.lines();
+            assert_eq!(row_lines(&lines), reference[k..], "{q} at {k}");
+            let end = j(lines.last().unwrap());
+            assert_eq!(end["end"]["row_count"], n, "{q} at {k}");
+            assert_eq!(end["end"]["prefix_hash"], ref_end["end"]["prefix_hash"]);
+            let replayed = ts.server.stats().resume_rows_replayed - replayed;
+            assert!(
+                replayed < 1000,
+                "{q} at {k}: {replayed} rows replayed, checkpoints not used"
+            );
+        }
+    }
+    assert_paired(&ts.events());
+}
+
 #[test]
 fn prefix_hash_mismatch_is_refused() {
     let dir = TempDir::new();
