@@ -87,6 +87,47 @@ fn snapshot_is_pinned_across_a_resume_with_concurrent_writes() {
     assert_paired(&ts.events());
 }
 
+/// Streams `q` once, then resumes its cursor after each of the row counts
+/// `at(n)` gives (`n`: rows in the result): every resume must send exactly
+/// the rest, end with the reference digest and, when `max_replayed` is set,
+/// re-read fewer rows than that (a checkpoint was used). Returns `n`.
+fn resume_everywhere(
+    ts: &TestServer,
+    q: &str,
+    at: impl Fn(usize) -> Vec<usize>,
+    max_replayed: Option<u64>,
+) -> usize {
+    let (open, reference, ref_end) = fresh(ts, q);
+    assert_eq!(open["open"]["resumable"], true, "{q}");
+    let cursor = open["open"]["cursor"].as_str().unwrap();
+    let n = reference.len();
+    for k in at(n) {
+        let replayed = ts.server.stats().resume_rows_replayed;
+        let r = post(
+            ts.addr(),
+            "/v1/query/stream",
+            &resume_body(cursor, &reference[..k]),
+            None,
+        );
+        assert_eq!(r.status, 200, "{q} at {k}: {}", r.text());
+        let lines = r.lines();
+        assert_eq!(j(&lines[0])["open"]["after_rows"], k);
+        assert_eq!(row_lines(&lines), reference[k..], "{q} at {k}");
+        let end = j(lines.last().unwrap());
+        assert_eq!(end["end"]["row_count"], n, "{q} at {k}");
+        assert_eq!(end["end"]["prefix_hash"], ref_end["end"]["prefix_hash"]);
+        assert_eq!(end["end"]["reason"], "ok");
+        let replayed = ts.server.stats().resume_rows_replayed - replayed;
+        if let Some(max) = max_replayed {
+            assert!(
+                replayed < max,
+                "{q} at {k}: {replayed} rows replayed, checkpoints not used"
+            );
+        }
+    }
+    n
+}
+
 #[test]
 fn resumes_continue_at_any_row_any_number_of_times() {
     let dir = TempDir::new();
@@ -100,34 +141,13 @@ fn resumes_continue_at_any_row_any_number_of_times() {
         r#"{"query":"SELECT id AS rowid, name FROM t"}"#,
     ];
     for q in queries {
-        let (open, reference, ref_end) = fresh(&ts, q);
-        assert_eq!(open["open"]["resumable"], true, "{q}");
-        let cursor = open["open"]["cursor"].as_str().unwrap();
-        let n = reference.len();
-        for k in [0, 1, 6, 7, 8, n / 2, n - 1, n] {
-            let replayed = ts.server.stats().resume_rows_replayed;
-            let r = post(
-                ts.addr(),
-                "/v1/query/stream",
-                &resume_body(cursor, &reference[..k]),
-                None,
-            );
-            assert_eq!(r.status, 200, "{q} at {k}: {}", r.text());
-            let lines = r.lines();
-            assert_eq!(j(&lines[0])["open"]["after_rows"], k);
-            assert_eq!(row_lines(&lines), reference[k..], "{q} at {k}");
-            let end = j(lines.last().unwrap());
-            assert_eq!(end["end"]["row_count"], n, "{q} at {k}");
-            assert_eq!(end["end"]["prefix_hash"], ref_end["end"]["prefix_hash"]);
-            assert_eq!(end["end"]["reason"], "ok");
-            let replayed = ts.server.stats().resume_rows_replayed - replayed;
-            if !q.contains("LIMIT") {
-                assert!(
-                    replayed < 7,
-                    "{q} at {k}: {replayed} rows replayed, checkpoints not used"
-                );
-            }
-        }
+        let max_replayed = (!q.contains("LIMIT")).then_some(7);
+        resume_everywhere(
+            &ts,
+            q,
+            |n| vec![0, 1, 6, 7, 8, n / 2, n - 1, n],
+            max_replayed,
+        );
     }
     assert_paired(&ts.events());
 }
@@ -148,31 +168,13 @@ fn long_results_resume_from_checkpoints_recorded_by_the_encoding_thread() {
         r#"{"query":"SELECT id AS rowid, name FROM t"}"#,
     ];
     for q in queries {
-        let (open, reference, ref_end) = fresh(&ts, q);
-        assert_eq!(open["open"]["resumable"], true, "{q}");
-        let cursor = open["open"]["cursor"].as_str().unwrap();
-        let n = reference.len();
+        let n = resume_everywhere(
+            &ts,
+            q,
+            |n| vec![4095, 4096, 4097, 5000, 5001, 7777, n - 1, n],
+            Some(1000),
+        );
         assert!(n > 10_000, "{q}: {n}");
-        for k in [4095, 4096, 4097, 5000, 5001, 7777, n - 1, n] {
-            let replayed = ts.server.stats().resume_rows_replayed;
-            let r = post(
-                ts.addr(),
-                "/v1/query/stream",
-                &resume_body(cursor, &reference[..k]),
-                None,
-            );
-            assert_eq!(r.status, 200, "{q} at {k}: {}", r.text());
-            let lines = r.lines();
-            assert_eq!(row_lines(&lines), reference[k..], "{q} at {k}");
-            let end = j(lines.last().unwrap());
-            assert_eq!(end["end"]["row_count"], n, "{q} at {k}");
-            assert_eq!(end["end"]["prefix_hash"], ref_end["end"]["prefix_hash"]);
-            let replayed = ts.server.stats().resume_rows_replayed - replayed;
-            assert!(
-                replayed < 1000,
-                "{q} at {k}: {replayed} rows replayed, checkpoints not used"
-            );
-        }
     }
     assert_paired(&ts.events());
 }
