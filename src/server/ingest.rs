@@ -418,22 +418,15 @@ impl<'a> IngestAudit<'a> {
 
     fn record(&mut self) {
         lock(&self.state.running).remove(&self.id);
-        if self.lease.is_none() {
-            return;
-        }
-        let now = self.state.now_ms();
         if let Some(lease) = self.lease.take() {
-            self.state.record(AuditEvent::StreamClosed {
-                at_ms: now,
-                lease: Some(lease.handle().to_owned()),
-                reason: self.reason,
-                cause: std::mem::take(&mut self.cause),
-                row_count: self.row_count,
-                bytes_written: self.bytes,
-                duration_ms: now.saturating_sub(lease.opened_at_ms),
-                principal: self.caller.scope.principal.clone(),
-                tenant: self.caller.scope.tenant.clone(),
-            });
+            self.state.record_lease_closed(
+                &lease,
+                &self.caller.scope,
+                self.reason,
+                std::mem::take(&mut self.cause),
+                self.row_count,
+                self.bytes,
+            );
         }
     }
 }

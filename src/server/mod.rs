@@ -279,6 +279,31 @@ impl AppState {
         self.clock.now_ms()
     }
 
+    /// Records the one `stream.closed` of `lease` (a stream's or an
+    /// upload's), timed from when the lease opened.
+    pub(crate) fn record_lease_closed(
+        &self,
+        lease: &crate::core::lease::StreamLease,
+        scope: &Scope,
+        reason: crate::core::close::CloseReason,
+        cause: String,
+        row_count: u64,
+        bytes_written: u64,
+    ) {
+        let now = self.now_ms();
+        self.record(AuditEvent::StreamClosed {
+            at_ms: now,
+            lease: Some(lease.handle().to_owned()),
+            reason,
+            cause,
+            row_count,
+            bytes_written,
+            duration_ms: now.saturating_sub(lease.opened_at_ms),
+            principal: scope.principal.clone(),
+            tenant: scope.tenant.clone(),
+        });
+    }
+
     fn stats(&self) -> ServerStats {
         let c = self.cursors.stats();
         ServerStats {

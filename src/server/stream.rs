@@ -175,18 +175,14 @@ impl LeaseGuard<'_> {
     /// Records `stream.closed` for the lease, once.
     fn record(&mut self) {
         if let Some(lease) = self.lease.take() {
-            let now = self.state.now_ms();
-            self.state.record(AuditEvent::StreamClosed {
-                at_ms: now,
-                lease: Some(lease.handle().to_owned()),
-                reason: self.reason,
-                cause: std::mem::take(&mut self.cause),
-                row_count: self.row_count,
-                bytes_written: self.bytes,
-                duration_ms: now.saturating_sub(lease.opened_at_ms),
-                principal: self.scope.principal.clone(),
-                tenant: self.scope.tenant.clone(),
-            });
+            self.state.record_lease_closed(
+                &lease,
+                &self.scope,
+                self.reason,
+                std::mem::take(&mut self.cause),
+                self.row_count,
+                self.bytes,
+            );
         }
     }
 }
