@@ -1,4 +1,4 @@
-//! Creates the demo database (see `rowstream::demo`), with a progress bar.
+//! Creates the demo database (see `rowstream::server::demo`), with a progress bar.
 //!
 //! ```sh
 //! cargo run --release --features server --example demo_db -- --db demo-data/demo.db --rows 1000000
@@ -32,7 +32,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.if_missing && rowstream::demo::is_current(&args.db, args.rows) {
+    if args.if_missing && rowstream::server::demo::is_current(&args.db, args.rows) {
         eprintln!(
             "demo_db: {} is up to date ({} events)",
             args.db.display(),
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let mut last_pct = u64::MAX;
     let mut last_decile = 0;
-    let result = rowstream::demo::generate(&args.db, args.rows, |done, total| {
+    let result = rowstream::server::demo::generate(&args.db, args.rows, |done, total| {
         let pct = (done * 100).checked_div(total).unwrap_or(100);
         if pct == last_pct {
             return;

@@ -6,9 +6,6 @@ pub mod core;
 #[cfg(feature = "server")]
 pub mod server;
 
-#[cfg(feature = "server")]
-pub mod demo;
-
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 

@@ -142,6 +142,15 @@ impl<P> CursorRegistry<P> {
 
     /// Registers a cursor and returns its handle (with a fresh token).
     pub fn register(&self, info: NewCursor, payload: P) -> Result<CursorHandle<P>, RandomError> {
+        self.register_shared(info, Arc::new(payload))
+    }
+
+    /// [`register`](Self::register) for a payload the caller shares already.
+    pub fn register_shared(
+        &self,
+        info: NewCursor,
+        payload: Arc<P>,
+    ) -> Result<CursorHandle<P>, RandomError> {
         let mut entries = lock(&self.entries);
         let token = loop {
             let t = cursor_token()?;
@@ -153,7 +162,7 @@ impl<P> CursorRegistry<P> {
             token: token.clone(),
             info,
             cancel: CancelToken::new(),
-            payload: Arc::new(payload),
+            payload,
         };
         entries.insert(token, State::Live(handle.clone()));
         Ok(handle)

@@ -67,6 +67,12 @@ error_codes! {
     CursorExpired = ("cursor_expired", 410),
     /// The resume digest does not match the pinned snapshot.
     PrefixHashMismatch = ("prefix_hash_mismatch", 409),
+    /// (1.1) The cursor is live but its pinned snapshot is gone (the server
+    /// instance holding it stopped, or it lives in another instance's
+    /// process): the query must be started again.
+    SnapshotUnavailable = ("snapshot_unavailable", 410),
+    /// The tenant accepts no uploads (no writer role configured).
+    IngestNotAllowed = ("ingest_not_allowed", 403),
     /// Missing or invalid bearer token.
     Unauthorized = ("unauthorized", 401),
     /// Request body over the limit.

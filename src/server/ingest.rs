@@ -39,11 +39,12 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::backend::sqlite::SqliteTenant as Tenant;
 use super::pipe::{Pipe, StopCause, StreamCtl};
 use super::routes::{authenticate, refusal_response};
 use super::sql::{read_runtime_config, sql_error_text};
 use super::stream::{capacity, Refusal};
-use super::{lock, AppState, Caller, Tenant};
+use super::{lock, AppState, Caller, TenantDb};
 use crate::core::audit::AuditEvent;
 use crate::core::close::CloseReason;
 use crate::core::config::StreamConfig;
@@ -175,11 +176,14 @@ pub(crate) async fn ingest_handler(
             )),
         );
     }
-    let Some(tenant) = state.tenants.get(&caller.scope.tenant).cloned() else {
-        return refuse(
-            body,
-            refusal_response(Refusal::new(ErrorCode::Unauthorized, "unknown tenant")),
-        );
+    let tenant = match state.tenants.get(&caller.scope.tenant) {
+        Some(TenantDb::Sqlite(t)) => t.clone(),
+        None => {
+            return refuse(
+                body,
+                refusal_response(Refusal::new(ErrorCode::Unauthorized, "unknown tenant")),
+            )
+        }
     };
     let settings = state.ingest.clone();
     if let Some(max) = settings.max_body_bytes {

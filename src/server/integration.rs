@@ -42,7 +42,8 @@ use rusqlite::types::Value;
 use rusqlite::Connection;
 use serde::Serialize;
 
-use super::pipe::{Pipe, PipeBody, SharedClock, StatementWatch, StreamCtl};
+use super::backend::sqlite::StatementWatch;
+use super::pipe::{Pipe, PipeBody, SharedClock, StreamCtl};
 use super::sql::{columns_of, sql_error_text, RowWriter};
 use crate::core::clock::SystemClock;
 use crate::core::close::CloseReason;

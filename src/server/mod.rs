@@ -20,6 +20,8 @@
 //! [`integration`] instead. Design notes: `SERVER.md`.
 
 pub mod auth;
+pub mod backend;
+pub mod demo;
 #[doc(hidden)]
 pub mod fuzz_api;
 mod handoff;
@@ -30,18 +32,20 @@ mod listen;
 pub mod pipe;
 mod rewrite;
 mod routes;
-pub mod sql;
 mod stream;
+
+/// SQLite's read path (kept at its old path for users of `RowWriter`).
+pub use self::backend::sqlite::sql;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use crate::core::audit::{AuditEvent, AuditSink, JsonLinesAuditSink};
 use crate::core::capacity::StreamCapacityRegistry;
@@ -51,8 +55,10 @@ use crate::core::cursor::CursorRegistry;
 use crate::core::lease::{LeaseIssuer, Scope};
 
 use self::auth::Auth;
+use self::backend::sqlite::{SqliteBackend, SqliteTenant};
+use self::backend::ReadBackend;
 use self::pipe::{SharedClock, StopCause, StreamCtl};
-use self::sql::{ConnectionInit, ReadConn};
+use self::sql::ConnectionInit;
 use self::stream::Pinned;
 
 pub use self::auth::{sign_hs256, Caller};
@@ -66,9 +72,6 @@ pub const DEFAULT_MAX_PINNED: usize = 1024;
 
 /// Largest accepted request body (1 MiB).
 pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
-
-/// Idle read connections kept per tenant.
-const POOL_SIZE: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -105,114 +108,6 @@ pub enum ServerError {
     NotWal(PathBuf),
 }
 
-/// One tenant: a database file, a writer-less keeper connection that keeps the
-/// WAL files alive and observes commits, and a pool of read connections.
-pub(crate) struct Tenant {
-    pub(crate) path: PathBuf,
-    keeper: Mutex<Connection>,
-    /// `(last data_version seen by the keeper, snapshot_lsn)`.
-    lsn: Mutex<(i64, u64)>,
-    pool: Mutex<Vec<ReadConn>>,
-    init: Option<ConnectionInit>,
-}
-
-impl Tenant {
-    fn open(path: &Path, init: Option<ConnectionInit>) -> Result<Tenant, ServerError> {
-        let db_err = |source| ServerError::Database {
-            path: path.to_owned(),
-            source,
-        };
-        let keeper = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(db_err)?;
-        keeper
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(db_err)?;
-        let mode: String = keeper
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(db_err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(ServerError::NotWal(path.to_owned()));
-        }
-        let dv: i64 = keeper
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
-            .map_err(db_err)?;
-        Ok(Tenant {
-            path: path.to_owned(),
-            keeper: Mutex::new(keeper),
-            lsn: Mutex::new((dv, 1)),
-            pool: Mutex::new(Vec::new()),
-            init,
-        })
-    }
-
-    /// A read connection from the pool (or a new one).
-    pub(crate) fn checkout(&self) -> rusqlite::Result<ReadConn> {
-        if let Some(c) = lock(&self.pool).pop() {
-            return Ok(c);
-        }
-        ReadConn::open(&self.path, self.init.as_ref())
-    }
-
-    /// Returns a connection to the pool (only when no transaction is open).
-    pub(crate) fn checkin(&self, rc: ReadConn) {
-        if !rc.conn.is_autocommit() && rc.conn.execute_batch("ROLLBACK").is_err() {
-            return;
-        }
-        let mut pool = lock(&self.pool);
-        if pool.len() < POOL_SIZE {
-            pool.push(rc);
-        }
-    }
-
-    fn data_version(&self) -> rusqlite::Result<i64> {
-        lock(&self.keeper).query_row("PRAGMA data_version", [], |r| r.get(0))
-    }
-
-    fn lsn_for(&self, dv: i64) -> u64 {
-        let mut l = lock(&self.lsn);
-        if l.0 != dv {
-            l.0 = dv;
-            l.1 += 1;
-        }
-        l.1
-    }
-
-    /// Opens a read transaction on `rc` and returns its `snapshot_lsn`.
-    ///
-    /// The keeper's `data_version` is read before and after the pin; when it
-    /// did not move, the pinned snapshot is exactly the version the keeper
-    /// observed, and `snapshot_lsn` counts the distinct committed versions the
-    /// server has observed for this tenant (equal numbers ⇔ same data).
-    pub(crate) fn pin(&self, rc: &ReadConn) -> rusqlite::Result<u64> {
-        let mut last = 0;
-        for _ in 0..4 {
-            let before = self.data_version()?;
-            rc.conn.execute_batch("BEGIN")?;
-            rc.conn
-                .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-                    r.get::<_, i64>(0)
-                })?;
-            let after = self.data_version()?;
-            if before == after {
-                return Ok(self.lsn_for(after));
-            }
-            last = after;
-            rc.conn.execute_batch("ROLLBACK")?;
-        }
-        rc.conn.execute_batch("BEGIN")?;
-        rc.conn
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-                r.get::<_, i64>(0)
-            })?;
-        Ok(self.lsn_for(last))
-    }
-}
-
 /// Counters for monitoring and tests (`GET /v1/debug/stats`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServerStats {
@@ -232,9 +127,25 @@ pub struct ServerStats {
     pub resume_rows_replayed: u64,
 }
 
+/// One tenant's database.
+#[derive(Clone)]
+pub(crate) enum TenantDb {
+    /// A SQLite file.
+    Sqlite(Arc<SqliteTenant>),
+}
+
+impl TenantDb {
+    /// The read path.
+    pub(crate) fn reader(&self) -> Arc<dyn ReadBackend> {
+        match self {
+            TenantDb::Sqlite(t) => Arc::new(SqliteBackend(t.clone())),
+        }
+    }
+}
+
 /// Shared state of one server.
 pub(crate) struct AppState {
-    pub(crate) tenants: HashMap<String, Arc<Tenant>>,
+    pub(crate) tenants: HashMap<String, TenantDb>,
     pub(crate) auth: Auth,
     pub(crate) boot: StreamConfig,
     pub(crate) audit: Arc<dyn AuditSink>,
@@ -478,7 +389,11 @@ impl ServerBuilder {
             }
             tenants.insert(
                 name.clone(),
-                Arc::new(Tenant::open(path, self.init.clone())?),
+                TenantDb::Sqlite(Arc::new(SqliteTenant::open(
+                    path,
+                    self.init.clone(),
+                    self.limits.clone(),
+                )?)),
             );
         }
         for (_, scope) in &self.tokens {

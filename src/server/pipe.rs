@@ -155,41 +155,6 @@ impl StreamCtl {
     }
 }
 
-/// Ties a running statement to a [`StreamCtl`]: a stop calls
-/// `sqlite3_interrupt`, and a progress handler (every 1000 VM steps) checks
-/// the stop flag too. The handler closes the gap `sqlite3_interrupt` leaves
-/// (an interrupt that lands while no statement is running is forgotten when
-/// the next one starts). Dropping the guard removes both, so a late stop can
-/// never touch what runs next on the (pooled) connection.
-pub struct StatementWatch<'c> {
-    ctl: Arc<StreamCtl>,
-    conn: &'c rusqlite::Connection,
-}
-
-impl<'c> StatementWatch<'c> {
-    /// Starts watching `conn` for `ctl`.
-    pub fn new(ctl: &Arc<StreamCtl>, conn: &'c rusqlite::Connection) -> Self {
-        let stop = ctl.clone();
-        conn.progress_handler(
-            1000,
-            Some(move || stop.is_stopped() || super::limits::step_deadline_passed()),
-        );
-        let interrupt = conn.get_interrupt_handle();
-        ctl.set_interrupt(move || interrupt.interrupt());
-        StatementWatch {
-            ctl: ctl.clone(),
-            conn,
-        }
-    }
-}
-
-impl Drop for StatementWatch<'_> {
-    fn drop(&mut self) {
-        self.ctl.clear_interrupt();
-        self.conn.progress_handler(0, None::<fn() -> bool>);
-    }
-}
-
 struct PipeState<C: Clock> {
     enc: Option<StreamEncoder<C>>,
     queue: VecDeque<Bytes>,

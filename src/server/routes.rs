@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
+use super::backend::{Params, Shape};
 use super::pipe::{Pipe, PipeBody, StreamCtl};
-use super::sql::{Params, Shape};
 use super::stream::{run_fresh, run_resume, FreshRequest, Refusal, ResumeRequest};
 use super::{AppState, Caller, MAX_REQUEST_BODY};
 use crate::core::audit::AuditEvent;
@@ -247,7 +247,7 @@ async fn stream_handler(
     if state.shutting_down.load(Ordering::SeqCst) {
         return refuse(ErrorCode::ShuttingDown, "the server is shutting down");
     }
-    let Some(tenant) = state.tenants.get(&caller.scope.tenant).cloned() else {
+    let Some(backend) = state.tenants.get(&caller.scope.tenant).map(|t| t.reader()) else {
         return refuse(ErrorCode::Unauthorized, "unknown tenant");
     };
     let pipe = Pipe::new(state.clock.clone());
@@ -285,7 +285,7 @@ async fn stream_handler(
             params: req.params,
             shape: req.shape.unwrap_or_default(),
         };
-        tokio::task::spawn_blocking(move || run_fresh(st, caller, tenant, r, p, c, tx));
+        tokio::task::spawn_blocking(move || run_fresh(st, caller, backend, r, p, c, tx));
     }
     // If this future is dropped (the client left before the stream started),
     // the guard raises the stream's token so the producer stops.

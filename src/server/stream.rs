@@ -1,21 +1,21 @@
-//! Producing one response: fresh streams and resumes, on a blocking thread.
+//! Producing one response, fresh or resumed, on a blocking thread: the one
+//! stream orchestration (lease, cursor, capacity, checkpoints, producer,
+//! digest, encoding hand-off) for every backend. The database is reached
+//! only through [`backend`](super::backend)'s traits.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
-use rusqlite::types::ValueRef;
 use tokio::sync::oneshot;
 
-use super::handoff::{self, Stepper, RING_BYTES};
-use super::pipe::{Pipe, SharedClock, StatementWatch, StopCause, StreamCtl};
-use super::rewrite::RowidPlan;
-use super::sql::{
-    bind_params, columns_of, read_runtime_config, sql_error_text, Params, ReadConn, RowWriter,
-    Shape,
+use super::backend::{
+    Outcome, Params, ReadBackend, ResumeKey, ResumePlan, RowSource, Run, Session, Shape, Snapshot,
 };
-use super::{lock, AppState, Caller, Tenant};
+use super::handoff::{self, Stepper, RING_BYTES};
+use super::pipe::{Pipe, SharedClock, StopCause, StreamCtl};
+use super::{lock, AppState, Caller};
 use crate::core::audit::AuditEvent;
 use crate::core::capacity::{CapacityGuard, CapacityLimits};
 use crate::core::close::CloseReason;
@@ -25,7 +25,6 @@ use crate::core::digest::{sha256_hex, PrefixHasher};
 use crate::core::lease::{OpenStream, StreamLease};
 use crate::core::producer::ChunkProducer;
 use crate::core::protocol::{Column, ErrorBody, ErrorCode, OpenFrame, StreamEncoder, ROW_PREFIX};
-use crate::core::resumable::assess_resumability_with;
 
 /// `open.reason` when a resumable query gets no cursor because the server
 /// holds `max_pinned` snapshots already.
@@ -60,27 +59,29 @@ impl Refusal {
 
 pub(crate) type Ready = oneshot::Sender<Result<(), Refusal>>;
 
-/// A resume checkpoint: after `rows` rows, the digest state and (in rowid
-/// mode) the rowid of the last row sent.
+/// A resume checkpoint: after `rows` rows, the digest state and (with a
+/// seeking plan) the key of the last row sent.
 #[derive(Debug, Clone)]
 pub(crate) struct Checkpoint {
     rows: u64,
-    rowid: Option<i64>,
+    key: Option<ResumeKey>,
     hasher: PrefixHasher,
 }
 
-/// A cursor's payload: the pinned snapshot (a read-only connection holding an
-/// open read transaction) and what is needed to re-run its query.
+/// A cursor's payload: the session holding the pinned snapshot (its read
+/// transaction stays open until the TTL) and what is needed to re-run the
+/// query.
 pub(crate) struct Pinned {
-    conn: Mutex<Option<ReadConn>>,
+    backend: Arc<dyn ReadBackend>,
+    session: Mutex<Option<Box<dyn Session>>>,
     query: String,
     params: Option<Params>,
     columns: Vec<Column>,
-    writer: RowWriter,
-    plan: Option<RowidPlan>,
+    shape: Shape,
+    plan: Option<Arc<dyn ResumePlan>>,
     cfg: StreamConfig,
     pinned_at_ms: u64,
-    snapshot_lsn: u64,
+    snapshot: Snapshot,
     first_lease: String,
     checkpoints: Mutex<Vec<Checkpoint>>,
     running: Mutex<Option<Arc<StreamCtl>>>,
@@ -254,10 +255,6 @@ fn resume_capacity(
     capacity(state, caller, &p.cfg)
 }
 
-fn internal(e: impl std::fmt::Display) -> Refusal {
-    Refusal::new(ErrorCode::InternalError, format!("database failure: {e}"))
-}
-
 fn encoder(
     state: &AppState,
     cfg: &StreamConfig,
@@ -305,12 +302,6 @@ fn link_cursor(ctl: &Arc<StreamCtl>, handle: &CursorHandle<Pinned>, clock: Share
     });
 }
 
-enum Outcome {
-    Done,
-    Stopped(StopCause),
-    Failed(ErrorBody),
-}
-
 /// Rows a stream encodes on its stepping thread before it hands encoding to
 /// a second thread ([`handoff`](super::handoff)); short results never start
 /// one, and the first rows go out without a thread start in their way.
@@ -343,19 +334,19 @@ struct Pump<'a> {
     ctl: &'a StreamCtl,
     clock: &'a SharedClock,
     expires_at_ms: u64,
-    writer: &'a RowWriter,
-    hidden_rowid: bool,
+    /// The statement carries resume keys (a seeking plan).
+    keyed: bool,
     checkpoints: Option<(&'a Mutex<Vec<Checkpoint>>, u64)>,
 }
 
-/// Rowids of checkpoint rows, from the stepping thread to the encoding one.
-type Rowids = Mutex<VecDeque<(u64, i64)>>;
+/// Keys of checkpoint rows, from the stepping thread to the encoding one.
+type Keys = Mutex<VecDeque<(u64, ResumeKey)>>;
 
 impl Pump<'_> {
     /// Streams every row of `rows` into the pipe: the first [`DIRECT_ROWS`]
     /// from this thread, the rest through a second, encoding thread while
     /// fewer streams are stepping than there are cores.
-    fn run(&self, rows: &mut rusqlite::Rows<'_>) -> Outcome {
+    fn run(&self, rows: &mut dyn RowSource) -> Outcome {
         let start = self.pipe.inspect(|e| e.row_count()).unwrap_or(0);
         let mut produced = 0;
         let _producing = Producing::enter(self.producing);
@@ -371,10 +362,10 @@ impl Pump<'_> {
                 .direct(rows, start, &mut produced, None)
                 .unwrap_or(Outcome::Done);
         }
-        let rowids = Rowids::default();
-        let step = |stepper: &mut Stepper<'_>| self.step(rows, start + produced, stepper, &rowids);
+        let keys = Keys::default();
+        let step = |stepper: &mut Stepper<'_>| self.step(rows, start + produced, stepper, &keys);
         let deliver =
-            |a: &[u8], b: &[u8], scratch: &mut Vec<u8>| self.deliver(a, b, scratch, &rowids);
+            |a: &[u8], b: &[u8], scratch: &mut Vec<u8>| self.deliver(a, b, scratch, &keys);
         match handoff::run(self.ctl, step, deliver) {
             Ok((_, false)) => Outcome::Stopped(self.ctl.cause().unwrap_or(StopCause::Cancel)),
             Ok((outcome, true)) => outcome,
@@ -390,7 +381,7 @@ impl Pump<'_> {
     /// when the limit was reached first).
     fn direct(
         &self,
-        rows: &mut rusqlite::Rows<'_>,
+        rows: &mut dyn RowSource,
         start: u64,
         produced: &mut u64,
         limit: Option<u64>,
@@ -402,28 +393,25 @@ impl Pump<'_> {
             if limit.is_some_and(|l| *produced >= l) {
                 return None;
             }
-            match rows.next() {
-                Ok(Some(row)) => {
+            match rows.advance() {
+                Ok(true) => {
                     *produced += 1;
                     if let Some(o) = self.produced(*produced) {
                         return Some(o);
                     }
-                    let Some(n) = self
-                        .pipe
-                        .push_row(self.ctl, |buf| self.writer.write(row, buf))
-                    else {
+                    let Some(n) = self.pipe.push_row(self.ctl, |buf| rows.write(buf)) else {
                         continue;
                     };
                     debug_assert_eq!(n, start + *produced);
                     if self.checkpoints.is_some_and(|(_, every)| n % every == 0) {
-                        let rowid = self.rowid(row);
+                        let key = if self.keyed { rows.key() } else { None };
                         if let Some(hasher) = self.pipe.inspect(|e| e.hasher().clone()) {
-                            self.checkpoint(n, rowid, hasher);
+                            self.checkpoint(n, key, hasher);
                         }
                     }
                 }
-                Ok(None) => return Some(Outcome::Done),
-                Err(e) => return Some(self.failed(&e)),
+                Ok(false) => return Some(Outcome::Done),
+                Err(e) => return Some(self.failed(e)),
             }
         }
     }
@@ -432,10 +420,10 @@ impl Pump<'_> {
     /// line and publishes it. `n` is the row count so far.
     fn step(
         &self,
-        rows: &mut rusqlite::Rows<'_>,
+        rows: &mut dyn RowSource,
         mut n: u64,
         stepper: &mut Stepper<'_>,
-        rowids: &Rowids,
+        keys: &Keys,
     ) -> Outcome {
         let mut line = Vec::with_capacity(512);
         let mut scratch = Vec::new();
@@ -443,26 +431,26 @@ impl Pump<'_> {
             if let Some(c) = self.ctl.cause() {
                 return Outcome::Stopped(c);
             }
-            match rows.next() {
-                Ok(Some(row)) => {
+            match rows.advance() {
+                Ok(true) => {
                     n += 1;
                     if let Some(o) = self.produced(n) {
                         return o;
                     }
-                    if self.hidden_rowid && self.checkpoints.is_some_and(|(_, e)| n % e == 0) {
-                        if let Some(id) = self.rowid(row) {
-                            lock(rowids).push_back((n, id));
+                    if self.keyed && self.checkpoints.is_some_and(|(_, e)| n % e == 0) {
+                        if let Some(k) = rows.key() {
+                            lock(keys).push_back((n, k));
                         }
                     }
                     line.clear();
                     line.extend_from_slice(ROW_PREFIX);
-                    self.writer.write(row, &mut line);
+                    rows.write(&mut line);
                     line.extend_from_slice(b"}\n");
                     if !stepper.send(&line) {
                         if line.len() > RING_BYTES && stepper.drain() {
                             // Longer than the ring: once the encoder has
                             // taken every earlier line, deliver it from here.
-                            let _ = self.deliver(&line, &[], &mut scratch, rowids);
+                            let _ = self.deliver(&line, &[], &mut scratch, keys);
                         } else if !self.ctl.is_stopped() {
                             // The encoder is gone without a stop: it
                             // panicked, and `handoff::run` raises that panic
@@ -472,29 +460,29 @@ impl Pump<'_> {
                         // Stopped: the loop head returns.
                     }
                 }
-                Ok(None) => return Outcome::Done,
-                Err(e) => return self.failed(&e),
+                Ok(false) => return Outcome::Done,
+                Err(e) => return self.failed(e),
             }
         }
     }
 
     /// The encoding side: encodes a batch of published lines into the pipe,
     /// recording checkpoints as their rows pass.
-    fn deliver(&self, a: &[u8], b: &[u8], scratch: &mut Vec<u8>, rowids: &Rowids) -> Option<()> {
+    fn deliver(&self, a: &[u8], b: &[u8], scratch: &mut Vec<u8>, keys: &Keys) -> Option<()> {
         self.pipe
             .push_lines(self.ctl, a, b, scratch, |enc| {
                 let n = enc.row_count();
                 if self.checkpoints.is_some_and(|(_, every)| n % every == 0) {
-                    let rowid = if self.hidden_rowid {
-                        let mut q = lock(rowids);
-                        while q.front().is_some_and(|&(m, _)| m < n) {
+                    let key = if self.keyed {
+                        let mut q = lock(keys);
+                        while q.front().is_some_and(|(m, _)| *m < n) {
                             q.pop_front();
                         }
-                        q.front().filter(|&&(m, _)| m == n).map(|&(_, id)| id)
+                        q.front().filter(|(m, _)| *m == n).map(|(_, k)| k.clone())
                     } else {
                         None
                     };
-                    self.checkpoint(n, rowid, enc.hasher().clone());
+                    self.checkpoint(n, key, enc.hasher().clone());
                 }
             })
             .map(|_| ())
@@ -503,39 +491,23 @@ impl Pump<'_> {
     /// Bookkeeping for each row stepped; `Some` when the snapshot's TTL ran
     /// out.
     fn produced(&self, n: u64) -> Option<Outcome> {
-        super::limits::row_produced();
         (n % TTL_CHECK_ROWS == 1 && self.clock.now_ms() > self.expires_at_ms)
             .then_some(Outcome::Stopped(StopCause::SnapshotExpired))
     }
 
-    /// The hidden rowid column of `row`, in rowid mode.
-    fn rowid(&self, row: &rusqlite::Row<'_>) -> Option<i64> {
-        if !self.hidden_rowid {
-            return None;
-        }
-        match row.get_ref(self.writer.width()) {
-            Ok(ValueRef::Integer(i)) => Some(i),
-            _ => None,
-        }
-    }
-
-    fn checkpoint(&self, rows: u64, rowid: Option<i64>, hasher: PrefixHasher) {
+    fn checkpoint(&self, rows: u64, key: Option<ResumeKey>, hasher: PrefixHasher) {
         if let Some((cps, _)) = self.checkpoints {
             let mut cps = lock(cps);
             if cps.last().is_none_or(|c| c.rows < rows) {
-                cps.push(Checkpoint {
-                    rows,
-                    rowid,
-                    hasher,
-                });
+                cps.push(Checkpoint { rows, key, hasher });
             }
         }
     }
 
-    fn failed(&self, e: &rusqlite::Error) -> Outcome {
+    fn failed(&self, e: ErrorBody) -> Outcome {
         match self.ctl.cause() {
             Some(c) => Outcome::Stopped(c),
-            None => Outcome::Failed(super::limits::step_error(e)),
+            None => Outcome::Failed(e),
         }
     }
 }
@@ -575,33 +547,15 @@ fn audit_token_expiry(state: &AppState, caller: &Caller, lease: &StreamLease) {
     }
 }
 
-fn table_columns(rc: &ReadConn, table: &str) -> Option<Vec<String>> {
-    let mut stmt = rc
-        .conn
-        .prepare("SELECT name FROM pragma_table_info(?1)")
-        .ok()?;
-    let names = stmt
-        .query_map([table], |r| r.get::<_, String>(0))
-        .ok()?
-        .collect::<Result<Vec<_>, _>>()
-        .ok()?;
-    (!names.is_empty()).then_some(names)
-}
-
-fn integer_primary_key(rc: &ReadConn, table: &str) -> Option<String> {
-    let mut stmt = rc
-        .conn
-        .prepare("SELECT name, type, pk FROM pragma_table_info(?1)")
-        .ok()?;
-    let cols: Vec<(String, String, i64)> = stmt
-        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .ok()?
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let pks: Vec<_> = cols.iter().filter(|c| c.2 > 0).collect();
-    match pks.as_slice() {
-        [one] if one.1.eq_ignore_ascii_case("integer") => Some(one.0.clone()),
-        _ => None,
+fn stop_refusal(c: StopCause) -> Refusal {
+    match c {
+        StopCause::Shutdown => Refusal::new(ErrorCode::ShuttingDown, "the server is shutting down"),
+        StopCause::Cancel => Refusal::new(ErrorCode::CursorCancelled, "cursor was cancelled"),
+        StopCause::SnapshotExpired => Refusal::new(ErrorCode::CursorExpired, "cursor has expired"),
+        _ => Refusal::new(
+            ErrorCode::ShuttingDown,
+            "the stream was stopped before it started",
+        ),
     }
 }
 
@@ -609,7 +563,7 @@ fn integer_primary_key(rc: &ReadConn, table: &str) -> Option<String> {
 pub(crate) fn run_fresh(
     state: Arc<AppState>,
     caller: Caller,
-    tenant: Arc<Tenant>,
+    backend: Arc<dyn ReadBackend>,
     req: FreshRequest,
     pipe: Arc<Pipe>,
     ctl: Arc<StreamCtl>,
@@ -622,63 +576,48 @@ pub(crate) fn run_fresh(
             let _ = tx.send(Err(r));
         }
     };
-    let rc = match tenant.checkout() {
-        Ok(rc) => rc,
-        Err(e) => return refuse(&mut ready, internal(e)),
+    let mut session = match backend.session() {
+        Ok(s) => s,
+        Err(e) => return refuse(&mut ready, Refusal::from_body(e)),
     };
-    super::limits::apply(&rc.conn, &state.limits);
-    let runtime = read_runtime_config(&rc.conn);
-    let cfg = StreamConfig::load_over(&runtime, &state.boot);
+    let cfg = StreamConfig::load_over(&session.runtime_config(), &state.boot);
 
     // Gate the client's SQL; nothing runs before this passes.
-    let columns = {
-        let mut stmt = match rc.prepare_checked(&req.query) {
-            Ok(s) => s,
-            Err(body) => return refuse(&mut ready, Refusal::from_body(body)),
-        };
-        if let Err(body) = bind_params(&mut stmt, req.params.as_ref()) {
+    let prepared = match session.prepare(&req.query, req.params.as_ref()) {
+        Ok(p) => p,
+        Err(body) => {
+            backend.checkin(session);
             return refuse(&mut ready, Refusal::from_body(body));
         }
-        columns_of(&stmt, stmt.column_count())
     };
-    let res = assess_resumability_with(&req.query, &|t| integer_primary_key(&rc, t));
-    let plan = if res.resumable {
-        res.table
-            .as_deref()
-            .and_then(|t| table_columns(&rc, t))
-            .and_then(|cols| RowidPlan::new(&req.query, &cols))
-            .filter(|p| {
-                rc.prepare_checked(&p.sql(Some(0)))
-                    .map(|s| s.column_count() == columns.len() + 1)
-                    .unwrap_or(false)
-            })
-    } else {
-        None
-    };
-
+    let res = prepared.resumability;
     let cap = match capacity(&state, &caller, &cfg) {
         Ok(c) => c,
-        Err(r) => return refuse(&mut ready, r),
+        Err(r) => {
+            backend.checkin(session);
+            return refuse(&mut ready, r);
+        }
     };
     if let Some(c) = ctl.cause() {
         drop(cap);
+        backend.checkin(session);
         return refuse(
             &mut ready,
             if c == StopCause::Shutdown {
-                Refusal::new(ErrorCode::ShuttingDown, "the server is shutting down")
+                stop_refusal(c)
             } else {
                 Refusal::new(ErrorCode::InternalError, "stopped before start")
             },
         );
     }
-    let snapshot_lsn = match tenant.pin(&rc) {
-        Ok(l) => l,
-        Err(e) => return refuse(&mut ready, internal(e)),
+    let snapshot = match session.pin() {
+        Ok(s) => s,
+        Err(e) => return refuse(&mut ready, Refusal::from_body(e)),
     };
     let now = state.now_ms();
     let lease = match state.leases.open_stream(OpenStream {
         scope: caller.scope.clone(),
-        snapshot_lsn,
+        snapshot_lsn: snapshot.lsn,
         config: cfg.clone(),
         in_transaction: false,
         pinned_at_ms: now,
@@ -692,12 +631,11 @@ pub(crate) fn run_fresh(
             )
         }
     };
-    let writer = RowWriter::new(&columns, req.shape);
 
-    // Resumable: the connection (and its read transaction) moves into the
+    // Resumable: the session (and its read transaction) moves into the
     // cursor's payload and stays pinned until the TTL.
     // Each pinned snapshot holds a connection (file descriptors, cache) and
-    // WAL growth: past `max_pinned`, streams are served without a cursor.
+    // storage growth: past `max_pinned`, streams are served without a cursor.
     let over_pin_limit =
         res.resumable && state.pinned.fetch_add(1, Ordering::SeqCst) >= state.max_pinned;
     if res.resumable && over_pin_limit {
@@ -709,141 +647,153 @@ pub(crate) fn run_fresh(
     } else {
         res.reason.map(|r| r.as_str().to_owned())
     };
-    let pinned = if resumable {
-        let payload = Pinned {
-            conn: Mutex::new(None),
+    let plan = prepared.plan.filter(|_| resumable);
+    let payload = resumable.then(|| {
+        Arc::new(Pinned {
+            backend: backend.clone(),
+            session: Mutex::new(None),
             query: req.query.clone(),
             params: req.params.clone(),
-            columns: columns.clone(),
-            writer: writer.clone(),
+            columns: prepared.columns.clone(),
+            shape: req.shape,
             plan: plan.clone(),
             cfg: cfg.clone(),
             pinned_at_ms: now,
-            snapshot_lsn,
+            snapshot: snapshot.clone(),
             first_lease: lease.handle().to_owned(),
             checkpoints: Mutex::new(Vec::new()),
             running: Mutex::new(Some(ctl.clone())),
             counter: state.pinned.clone(),
-        };
-        match state.cursors.register(
-            NewCursor {
-                scope: caller.scope.clone(),
-                query: req.query.clone(),
-                snapshot_lsn,
-                first_lease: lease.handle().to_owned(),
-                expires_at_ms: lease.expires_at_ms,
-            },
-            payload,
-        ) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                return refuse(
-                    &mut ready,
-                    Refusal::new(ErrorCode::InternalError, e.to_string()),
-                )
-            }
-        }
-    } else {
-        None
-    };
-    let mut own_rc = Some(rc);
-    if let Some(h) = &pinned {
-        link_cursor(&ctl, h, state.clock.clone());
-        *lock(&h.payload.conn) = own_rc.take();
-    }
-
-    let open = OpenFrame {
-        lease: lease.handle().to_owned(),
-        snapshot_lsn,
-        resumable,
-        reason: not_resumable_reason,
-        cursor: pinned.as_ref().map(|h| h.token.clone()),
-        expires_at_ms: lease.expires_at_ms,
-        columns: columns.clone(),
-        after_rows: 0,
-    };
-    pipe.start(
-        encoder(&state, &cfg, PrefixHasher::new(), 0, lease.handle()),
-        &open,
-    );
-    state.record(AuditEvent::StreamOpened {
-        at_ms: now,
-        lease: lease.handle().to_owned(),
-        principal: caller.scope.principal.clone(),
-        tenant: caller.scope.tenant.clone(),
-        snapshot_lsn,
-        query_hash: sha256_hex(req.query.as_bytes()),
+        })
     });
-    audit_token_expiry(&state, &caller, &lease);
-    let expires_at_ms = lease.expires_at_ms;
-    guard.lease = Some(lease);
-    if ready.take().is_some_and(|tx| tx.send(Ok(())).is_err()) {
-        ctl.stop(StopCause::Disconnect);
-    }
-    let _watchdog = ttl_watchdog(&ctl, &state, expires_at_ms);
-
-    let outcome = match &pinned {
-        Some(h) => {
-            // A resume that superseded this response may hold the pinned
-            // connection for as long as it streams: stop waiting when told to.
-            let Some(conn_guard) = lock_unless_stopped(&h.payload.conn, &ctl) else {
-                let cause = ctl.cause().unwrap_or(StopCause::Cancel);
-                finish(&mut guard, &pipe, Outcome::Stopped(cause), cap);
-                return;
-            };
-            let Some(rc) = conn_guard.as_ref() else {
-                return;
-            };
-            let sql = plan.as_ref().map(|p| p.sql(None));
-            let o = execute(
-                &state,
-                rc,
-                sql.as_deref().unwrap_or(&req.query),
-                req.params.as_ref(),
-                &pipe,
-                &ctl,
-                expires_at_ms,
-                &writer,
-                plan.is_some(),
-                Some((&h.payload.checkpoints, state.checkpoint_every)),
-                None,
-            );
-            // Idle until resumed: give the page cache back.
-            let _ = rc.conn.release_memory();
-            if rc.conn.is_autocommit() {
-                // The read transaction is gone (should not happen for a
-                // read-only statement); the cursor cannot serve resumes.
-                drop(conn_guard);
-                lock(&h.payload.conn).take();
+    // The session runs the stream from inside the payload, so a resume that
+    // supersedes this response waits for it there.
+    let mut own = Some(session);
+    let mut held = payload.as_ref().map(|p| {
+        let mut g = lock(&p.session);
+        *g = own.take();
+        g
+    });
+    let Some(session) = held.as_mut().and_then(|g| g.as_mut()).or(own.as_mut()) else {
+        return;
+    };
+    let columns = prepared.columns;
+    let run = Run {
+        query: &req.query,
+        params: req.params.as_ref(),
+        columns: &columns,
+        shape: req.shape,
+        plan: plan.as_ref(),
+        after: None,
+    };
+    let mut started = false;
+    let mut lease = Some(lease);
+    let mut watchdog = None;
+    let mut body = |rows: &mut dyn RowSource| -> Outcome {
+        let Some(lease) = lease.take() else {
+            return Outcome::Done;
+        };
+        let handle = match &payload {
+            Some(p) => match state.cursors.register_shared(
+                NewCursor {
+                    scope: caller.scope.clone(),
+                    query: req.query.clone(),
+                    snapshot_lsn: snapshot.lsn,
+                    first_lease: lease.handle().to_owned(),
+                    expires_at_ms: lease.expires_at_ms,
+                },
+                p.clone(),
+            ) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    refuse(
+                        &mut ready,
+                        Refusal::new(ErrorCode::InternalError, e.to_string()),
+                    );
+                    return Outcome::Done;
+                }
+            },
+            None => None,
+        };
+        if let Some(h) = &handle {
+            link_cursor(&ctl, h, state.clock.clone());
+        }
+        let open = OpenFrame {
+            lease: lease.handle().to_owned(),
+            snapshot_lsn: snapshot.lsn,
+            resumable,
+            reason: not_resumable_reason.clone(),
+            cursor: handle.as_ref().map(|h| h.token.clone()),
+            expires_at_ms: lease.expires_at_ms,
+            columns: columns.clone(),
+            after_rows: 0,
+        };
+        pipe.start(
+            encoder(&state, &cfg, PrefixHasher::new(), 0, lease.handle()),
+            &open,
+        );
+        state.record(AuditEvent::StreamOpened {
+            at_ms: now,
+            lease: lease.handle().to_owned(),
+            principal: caller.scope.principal.clone(),
+            tenant: caller.scope.tenant.clone(),
+            snapshot_lsn: snapshot.lsn,
+            query_hash: sha256_hex(req.query.as_bytes()),
+        });
+        audit_token_expiry(&state, &caller, &lease);
+        let expires_at_ms = lease.expires_at_ms;
+        guard.lease = Some(lease);
+        started = true;
+        if ready.take().is_some_and(|tx| tx.send(Ok(())).is_err()) {
+            ctl.stop(StopCause::Disconnect);
+        }
+        watchdog = Some(ttl_watchdog(&ctl, &state, expires_at_ms));
+        let pump = Pump {
+            pipe: &pipe,
+            producing: &state.producing,
+            cores: state.cores,
+            ctl: &ctl,
+            clock: &state.clock,
+            expires_at_ms,
+            keyed: plan.as_ref().is_some_and(|p| p.seeks()),
+            checkpoints: payload
+                .as_ref()
+                .map(|p| (&p.checkpoints, state.checkpoint_every)),
+        };
+        pump.run(rows)
+    };
+    let result = session.execute(&run, &ctl, &mut body);
+    drop(watchdog);
+    match &mut held {
+        Some(g) => {
+            // Idle until resumed: give the cache back. A session that lost
+            // its snapshot cannot serve resumes.
+            match g.as_mut() {
+                Some(s) if s.holds_snapshot() => s.idle(),
+                _ => {
+                    g.take();
+                }
             }
-            o
         }
         None => {
-            let Some(rc) = own_rc else {
-                return;
-            };
-            let o = execute(
-                &state,
-                &rc,
-                &req.query,
-                req.params.as_ref(),
-                &pipe,
-                &ctl,
-                expires_at_ms,
-                &writer,
-                false,
-                None,
-                None,
-            );
-            tenant.checkin(rc);
-            o
+            if let Some(s) = own {
+                backend.checkin(s);
+            }
         }
-    };
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(r) => Outcome::Failed(r.body),
-    };
-    finish(&mut guard, &pipe, outcome, cap);
+    }
+    drop(held);
+    match result {
+        Ok(outcome) if started => finish(&mut guard, &pipe, outcome, cap),
+        Ok(_) => {}
+        Err(e) if started => finish(&mut guard, &pipe, Outcome::Failed(e), cap),
+        Err(e) => {
+            let r = match ctl.cause() {
+                Some(c) => stop_refusal(c),
+                None => Refusal::from_body(e),
+            };
+            refuse(&mut ready, r)
+        }
+    }
 }
 
 /// Locks `m`, unless `ctl` is stopped while it waits.
@@ -858,102 +808,7 @@ fn lock_unless_stopped<'a, T>(m: &'a Mutex<T>, ctl: &StreamCtl) -> Option<MutexG
     }
 }
 
-/// What a resume must verify before it streams.
-struct Verify<'a> {
-    after_rows: u64,
-    prefix_hash: &'a str,
-    start: PrefixHasher,
-    skip: u64,
-}
-
-/// Prepares and runs `sql` on `rc`, pumping rows into `pipe`. With `verify`,
-/// first skips `skip` rows (unencoded), then hashes rows up to `after_rows`
-/// and compares with the client's digest; the verified hasher is returned
-/// through `on_verified`, which starts the pipe.
-#[allow(clippy::too_many_arguments)]
-fn execute(
-    state: &AppState,
-    rc: &ReadConn,
-    sql: &str,
-    params: Option<&Params>,
-    pipe: &Pipe,
-    ctl: &Arc<StreamCtl>,
-    expires_at_ms: u64,
-    writer: &RowWriter,
-    hidden_rowid: bool,
-    checkpoints: Option<(&Mutex<Vec<Checkpoint>>, u64)>,
-    verify: Option<(Verify<'_>, &mut dyn FnMut(PrefixHasher) -> bool)>,
-) -> Result<Outcome, Refusal> {
-    let mut stmt = rc.prepare_checked(sql).map_err(Refusal::from_body)?;
-    bind_params(&mut stmt, params).map_err(Refusal::from_body)?;
-    // Declared before `rows`, so it is dropped after the statement is reset.
-    let _watch = StatementWatch::new(ctl, &rc.conn);
-    let _deadline = super::limits::StepDeadline::arm(&state.limits);
-    let mut rows = stmt.raw_query();
-    if let Some((v, on_verified)) = verify {
-        let mismatch = || {
-            Refusal::new(
-                ErrorCode::PrefixHashMismatch,
-                "the prefix_hash does not match the first after_rows rows of the pinned snapshot",
-            )
-        };
-        let stopped = |e: rusqlite::Error| {
-            if ctl.is_stopped() {
-                Refusal::new(ErrorCode::InternalError, "stopped")
-            } else {
-                Refusal::new(ErrorCode::QueryError, sql_error_text(&e))
-            }
-        };
-        state.replayed.fetch_add(v.skip, Ordering::Relaxed);
-        for _ in 0..v.skip {
-            match rows.next() {
-                Ok(Some(_)) => super::limits::row_produced(),
-                Ok(None) => return Err(mismatch()),
-                Err(e) => return Err(stopped(e)),
-            }
-        }
-        let mut hasher = v.start;
-        let mut line = Vec::with_capacity(256);
-        let mut at = hasher.rows();
-        while at < v.after_rows {
-            match rows.next() {
-                Ok(Some(row)) => {
-                    line.clear();
-                    line.extend_from_slice(ROW_PREFIX);
-                    writer.write(row, &mut line);
-                    line.push(b'}');
-                    hasher.update_line(&line);
-                    super::limits::row_produced();
-                    at += 1;
-                    state.replayed.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(None) => return Err(mismatch()),
-                Err(e) => return Err(stopped(e)),
-            }
-        }
-        if !hasher.matches_hex(v.prefix_hash) {
-            return Err(mismatch());
-        }
-        if !on_verified(hasher) {
-            return Ok(Outcome::Stopped(StopCause::Disconnect));
-        }
-    }
-    let pump = Pump {
-        pipe,
-        producing: &state.producing,
-        cores: state.cores,
-        ctl,
-        clock: &state.clock,
-        expires_at_ms,
-        writer,
-        hidden_rowid,
-        checkpoints,
-    };
-    Ok(pump.run(&mut rows))
-}
-
 /// A resume of `handle`'s cursor.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_resume(
     state: Arc<AppState>,
     caller: Caller,
@@ -969,7 +824,9 @@ pub(crate) fn run_resume(
     let reject = |ready: &mut Option<Ready>, r: Refusal| {
         if matches!(
             r.code,
-            ErrorCode::PrefixHashMismatch | ErrorCode::CursorExpired
+            ErrorCode::PrefixHashMismatch
+                | ErrorCode::CursorExpired
+                | ErrorCode::SnapshotUnavailable
         ) {
             state.record(AuditEvent::CursorRejected {
                 at_ms: state.now_ms(),
@@ -992,58 +849,135 @@ pub(crate) fn run_resume(
         prev.stop(StopCause::Superseded);
     }
     link_cursor(&ctl, &handle, state.clock.clone());
-    let conn_guard = lock(&p.conn);
-    let Some(rc) = conn_guard.as_ref() else {
-        return reject(
-            &mut ready,
-            Refusal::new(
-                ErrorCode::CursorExpired,
-                "the cursor's snapshot is no longer available",
-            ),
-        );
+    let Some(mut held) = lock_unless_stopped(&p.session, &ctl) else {
+        let c = ctl.cause().unwrap_or(StopCause::Cancel);
+        return reject(&mut ready, stop_refusal(c));
+    };
+    // The pinning session, or (when it is gone) one importing the snapshot.
+    let mut imported = None;
+    if held.is_none() {
+        match p.backend.import(&p.snapshot) {
+            Ok(s) => imported = Some(s),
+            Err(e) => {
+                let e = if e.code == ErrorCode::SnapshotUnavailable.as_str()
+                    && p.snapshot.reference.is_none()
+                {
+                    ErrorBody::new(
+                        ErrorCode::CursorExpired,
+                        "the cursor's snapshot is no longer available",
+                    )
+                } else {
+                    e
+                };
+                return reject(&mut ready, Refusal::from_body(e));
+            }
+        }
+    }
+    let Some(session) = held.as_mut().or(imported.as_mut()) else {
+        return;
     };
     if ctl.is_stopped() && ctl.cause() != Some(StopCause::Disconnect) {
-        let r = if ctl.cause() == Some(StopCause::Cancel) {
-            Refusal::new(ErrorCode::CursorCancelled, "cursor was cancelled")
-        } else if ctl.cause() == Some(StopCause::Shutdown) {
-            Refusal::new(ErrorCode::ShuttingDown, "the server is shutting down")
-        } else {
-            Refusal::new(ErrorCode::CursorExpired, "cursor has expired")
-        };
-        return reject(&mut ready, r);
+        let c = ctl.cause().unwrap_or(StopCause::Cancel);
+        return reject(&mut ready, stop_refusal(c));
     }
     let expires_at_ms = handle.info.expires_at_ms;
+    let seeks = p.plan.as_ref().is_some_and(|pl| pl.seeks());
     let cp = {
         let cps = lock(&p.checkpoints);
         cps.iter()
             .rev()
-            .find(|c| c.rows <= req.after_rows && (p.plan.is_none() || c.rowid.is_some()))
+            .find(|c| c.rows <= req.after_rows && (!seeks || c.key.is_some()))
             .cloned()
     };
-    let (sql, skip, start) = match (&p.plan, cp) {
-        (Some(plan), Some(cp)) if plan.seeks() => (plan.sql(cp.rowid), 0, cp.hasher),
-        (Some(plan), Some(cp)) => (plan.sql(None), cp.rows, cp.hasher),
-        (Some(plan), None) => (plan.sql(None), 0, PrefixHasher::new()),
-        (None, Some(cp)) => (p.query.clone(), cp.rows, cp.hasher),
-        (None, None) => (p.query.clone(), 0, PrefixHasher::new()),
+    // With a seeking plan the statement starts right after the checkpoint's
+    // row; otherwise it starts from row 0 and skips to the checkpoint.
+    let (after, skip, start) = match cp {
+        Some(cp) if seeks => (cp.key, 0, cp.hasher),
+        Some(cp) => (None, cp.rows, cp.hasher),
+        None => (None, 0, PrefixHasher::new()),
+    };
+    let run = Run {
+        query: &p.query,
+        params: p.params.as_ref(),
+        columns: &p.columns,
+        shape: p.shape,
+        plan: p.plan.as_ref(),
+        after: after.as_ref(),
     };
     let mut started = false;
-    let mut on_verified = |hasher: PrefixHasher| {
+    let mut watchdog = None;
+    let mut verify_error = None;
+    let mut body = |rows: &mut dyn RowSource| -> Outcome {
+        let mismatch = || {
+            Refusal::new(
+                ErrorCode::PrefixHashMismatch,
+                "the prefix_hash does not match the first after_rows rows of the pinned snapshot",
+            )
+        };
+        let stopped = |e: ErrorBody| {
+            if ctl.is_stopped() {
+                Refusal::new(ErrorCode::InternalError, "stopped")
+            } else {
+                Refusal::from_body(e)
+            }
+        };
+        state.replayed.fetch_add(skip, Ordering::Relaxed);
+        for _ in 0..skip {
+            match rows.advance() {
+                Ok(true) => {}
+                Ok(false) => {
+                    verify_error = Some(mismatch());
+                    return Outcome::Done;
+                }
+                Err(e) => {
+                    verify_error = Some(stopped(e));
+                    return Outcome::Done;
+                }
+            }
+        }
+        let mut hasher = start.clone();
+        let mut line = Vec::with_capacity(256);
+        let mut at = hasher.rows();
+        while at < req.after_rows {
+            match rows.advance() {
+                Ok(true) => {
+                    line.clear();
+                    line.extend_from_slice(ROW_PREFIX);
+                    rows.write(&mut line);
+                    line.push(b'}');
+                    hasher.update_line(&line);
+                    at += 1;
+                    state.replayed.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(false) => {
+                    verify_error = Some(mismatch());
+                    return Outcome::Done;
+                }
+                Err(e) => {
+                    verify_error = Some(stopped(e));
+                    return Outcome::Done;
+                }
+            }
+        }
+        if !hasher.matches_hex(&req.prefix_hash) {
+            verify_error = Some(mismatch());
+            return Outcome::Done;
+        }
         let now = state.now_ms();
         let lease = match state.leases.open_stream(OpenStream {
             scope: caller.scope.clone(),
-            snapshot_lsn: p.snapshot_lsn,
+            snapshot_lsn: p.snapshot.lsn,
             config: p.cfg.clone(),
             in_transaction: false,
             pinned_at_ms: p.pinned_at_ms,
             now_ms: now,
         }) {
             Ok(l) => l,
-            Err(_) => return false,
+            Err(_) => return Outcome::Stopped(StopCause::Disconnect),
         };
         let open = OpenFrame {
             lease: lease.handle().to_owned(),
-            snapshot_lsn: p.snapshot_lsn,
+            snapshot_lsn: p.snapshot.lsn,
             resumable: true,
             reason: None,
             cursor: Some(handle.token.clone()),
@@ -1069,80 +1003,44 @@ pub(crate) fn run_resume(
         if ready.take().is_some_and(|tx| tx.send(Ok(())).is_err()) {
             ctl.stop(StopCause::Disconnect);
         }
-        true
+        watchdog = Some(ttl_watchdog(&ctl, &state, expires_at_ms));
+        let pump = Pump {
+            pipe: &pipe,
+            producing: &state.producing,
+            cores: state.cores,
+            ctl: &ctl,
+            clock: &state.clock,
+            expires_at_ms,
+            keyed: seeks,
+            checkpoints: Some((&p.checkpoints, state.checkpoint_every)),
+        };
+        pump.run(rows)
     };
-    let _watchdog = ttl_watchdog(&ctl, &state, expires_at_ms);
-    let result = execute(
-        &state,
-        rc,
-        &sql,
-        p.params.as_ref(),
-        &pipe,
-        &ctl,
-        expires_at_ms,
-        &p.writer,
-        p.plan.is_some(),
-        Some((&p.checkpoints, state.checkpoint_every)),
-        Some((
-            Verify {
-                after_rows: req.after_rows,
-                prefix_hash: &req.prefix_hash,
-                start,
-                skip,
-            },
-            &mut on_verified,
-        )),
-    );
-    let lost = rc.conn.is_autocommit();
-    drop(conn_guard);
+    let result = session.execute(&run, &ctl, &mut body);
+    drop(watchdog);
+    let lost = !session.holds_snapshot();
     if lost {
-        lock(&p.conn).take();
+        held.take();
     }
+    drop(held);
+    if let Some(s) = imported {
+        p.backend.checkin(s);
+    }
+    let result = match (result, verify_error) {
+        (Ok(_), Some(r)) => Err(r),
+        (Ok(o), None) => Ok(o),
+        (Err(e), _) => Err(Refusal::from_body(e)),
+    };
     match result {
         Ok(outcome) if started => finish(&mut guard, &pipe, outcome, cap),
         Ok(_) => {}
         Err(r) if started => finish(&mut guard, &pipe, Outcome::Failed(r.body), cap),
         Err(r) => {
-            let r = if ctl.is_stopped() {
-                match ctl.cause() {
-                    Some(StopCause::Cancel) => {
-                        Refusal::new(ErrorCode::CursorCancelled, "cursor was cancelled")
-                    }
-                    Some(StopCause::SnapshotExpired) => {
-                        Refusal::new(ErrorCode::CursorExpired, "cursor has expired")
-                    }
-                    _ => Refusal::new(
-                        ErrorCode::ShuttingDown,
-                        "the stream was stopped before it started",
-                    ),
-                }
-            } else {
-                r
+            let r = match ctl.cause() {
+                Some(c) if r.code != ErrorCode::PrefixHashMismatch => stop_refusal(c),
+                _ => r,
             };
             reject(&mut ready, r)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_introspection_works_through_the_gate() {
-        let dir = std::env::temp_dir().join(format!("rs-introspect-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("db.sqlite");
-        let _ = std::fs::remove_file(&path);
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT)")
-            .unwrap();
-        let rc = ReadConn::open(&path, None).unwrap();
-        assert_eq!(
-            table_columns(&rc, "t"),
-            Some(vec!["id".to_string(), "name".to_string()])
-        );
-        assert_eq!(integer_primary_key(&rc, "t").as_deref(), Some("id"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -30,6 +30,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Statement};
 
 use crate::core::protocol::{Column, ErrorBody, ErrorCode};
+pub use crate::server::backend::{Params, Shape};
 
 /// Pragmas a streamed query may read (never with a value).
 const READ_ONLY_PRAGMAS: &[&str] = &[
@@ -216,16 +217,6 @@ pub fn columns_of(stmt: &Statement<'_>, n: usize) -> Vec<Column> {
         .collect()
 }
 
-/// Query parameters as sent: positional or named.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(untagged)]
-pub enum Params {
-    /// `[1, "a"]`
-    Positional(Vec<serde_json::Value>),
-    /// `{"id": 1}` (names with or without their `:`/`@`/`$` prefix).
-    Named(serde_json::Map<String, serde_json::Value>),
-}
-
 fn to_sql_value(v: &serde_json::Value) -> Result<rusqlite::types::Value, String> {
     use rusqlite::types::Value as V;
     Ok(match v {
@@ -294,17 +285,6 @@ pub fn bind_params(stmt: &mut Statement<'_>, params: Option<&Params>) -> Result<
             Ok(())
         }
     }
-}
-
-/// Row shape on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Shape {
-    /// `{"id":1,"name":"a"}`
-    #[default]
-    Object,
-    /// `[1,"a"]`
-    Array,
 }
 
 /// Precomputed per-column prefixes, so a row is written with no allocation.
