@@ -392,7 +392,7 @@ impl ServerBuilder {
                 TenantDb::Sqlite(Arc::new(SqliteTenant::open(
                     path,
                     self.init.clone(),
-                    self.limits.clone(),
+                    self.limits,
                 )?)),
             );
         }
