@@ -3,8 +3,9 @@
 # Sourced by scripts/test.sh and scripts/demo.sh; safe to run on its own.
 #   - the wasm32-unknown-unknown Rust target
 #   - wasm-bindgen-cli at exactly the version pinned in Cargo.toml
-#   - (tests only, ROWSTREAM_SETUP_BROWSER=1) Debian's chromium + chromium-driver, and the
-#     sqlite3 CLI the JS suites use to build fixtures
+#   - (tests only, ROWSTREAM_SETUP_BROWSER=1) Debian's chromium + chromium-driver, the
+#     sqlite3 CLI the JS suites use to build fixtures, and Debian's postgresql (the
+#     PostgreSQL suites start throwaway servers from its binaries)
 set -euo pipefail
 
 rowstream_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,6 +45,16 @@ ensure_browser() {
   fi
 }
 
+ensure_postgres() { # the PostgreSQL server the PostgreSQL and cluster suites start themselves
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/dev/null; then
+    say "installing Debian postgresql (the tests start throwaway servers of their own)"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+  fi
+}
+
 ensure_cargo_fuzz() {
   if ! cargo fuzz --version >/dev/null 2>&1; then
     say "installing cargo-fuzz"
@@ -71,6 +82,7 @@ ensure_toolchain() {
   ensure_wasm_bindgen
   if [ "${ROWSTREAM_SETUP_BROWSER:-0}" = 1 ]; then
     ensure_browser
+    ensure_postgres
   fi
 }
 

@@ -35,13 +35,21 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct ServeArgs {
-    /// SQLite database served as tenant `default` (created if missing; switched to WAL).
-    #[arg(long, value_name = "PATH")]
+    /// Database served as tenant `default`: a `postgres://` / `postgresql://` URL (libpq
+    /// syntax; password in the URL, PGPASSWORD or ~/.pgpass), or a SQLite file (created if
+    /// missing; switched to WAL).
+    #[arg(long, value_name = "URL|PATH")]
     db: Option<PathBuf>,
 
-    /// Serve another tenant from its own database file. Repeatable.
-    #[arg(long = "tenant", value_name = "NAME=PATH", value_parser = parse_tenant)]
+    /// Serve another tenant from its own database (URL or SQLite file). Repeatable; SQLite
+    /// and PostgreSQL tenants can be mixed.
+    #[arg(long = "tenant", value_name = "NAME=URL|PATH", value_parser = parse_tenant)]
     tenants: Vec<(String, PathBuf)>,
+
+    /// Accept PostgreSQL tenant roles that are superusers or have BYPASSRLS (refused by
+    /// default: stream as a SELECT-only role).
+    #[arg(long)]
+    allow_privileged_role: bool,
 
     /// Address to listen on (HOST:PORT); port 0 picks a free port (the real address is printed).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
@@ -198,6 +206,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         b = b.set(k, v);
     }
     b = b
+        .allow_privileged_role(args.allow_privileged_role)
         .ingest_mode(args.ingest_mode)
         .ingest_max_line_bytes(args.ingest_max_line_bytes)
         .ingest_max_body_bytes(args.ingest_max_body_bytes)

@@ -178,6 +178,15 @@ pub(crate) async fn ingest_handler(
     }
     let tenant = match state.tenants.get(&caller.scope.tenant) {
         Some(TenantDb::Sqlite(t)) => t.clone(),
+        Some(TenantDb::Postgres(_)) => {
+            return refuse(
+                body,
+                refusal_response(Refusal::new(
+                    ErrorCode::IngestNotAllowed,
+                    "this tenant accepts no uploads (no --tenant-writer role is configured)",
+                )),
+            )
+        }
         None => {
             return refuse(
                 body,

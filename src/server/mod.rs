@@ -55,6 +55,7 @@ use crate::core::cursor::CursorRegistry;
 use crate::core::lease::{LeaseIssuer, Scope};
 
 use self::auth::Auth;
+use self::backend::postgres::{is_postgres_url, PgBackend, PgSetupError, PgTenant};
 use self::backend::sqlite::{SqliteBackend, SqliteTenant};
 use self::backend::ReadBackend;
 use self::pipe::{SharedClock, StopCause, StreamCtl};
@@ -106,6 +107,9 @@ pub enum ServerError {
     /// The database refused WAL mode.
     #[error("database {0}: could not switch to WAL journal mode")]
     NotWal(PathBuf),
+    /// A PostgreSQL tenant could not be set up.
+    #[error(transparent)]
+    Postgres(#[from] PgSetupError),
 }
 
 /// Counters for monitoring and tests (`GET /v1/debug/stats`).
@@ -132,6 +136,8 @@ pub struct ServerStats {
 pub(crate) enum TenantDb {
     /// A SQLite file.
     Sqlite(Arc<SqliteTenant>),
+    /// A PostgreSQL database.
+    Postgres(Arc<PgTenant>),
 }
 
 impl TenantDb {
@@ -139,6 +145,7 @@ impl TenantDb {
     pub(crate) fn reader(&self) -> Arc<dyn ReadBackend> {
         match self {
             TenantDb::Sqlite(t) => Arc::new(SqliteBackend(t.clone())),
+            TenantDb::Postgres(t) => Arc::new(PgBackend(t.clone())),
         }
     }
 }
@@ -251,6 +258,7 @@ pub struct ServerBuilder {
     init: Option<ConnectionInit>,
     ingest: IngestSettings,
     limits: limits::QueryLimits,
+    allow_privileged_role: bool,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -270,7 +278,8 @@ impl ServerBuilder {
         self.tenant("default", path)
     }
 
-    /// Serves `path` as tenant `name`.
+    /// Serves `path` as tenant `name`: a SQLite file, or a PostgreSQL
+    /// database when it is a `postgres://` / `postgresql://` URL.
     pub fn tenant(mut self, name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         self.tenants.push((name.into(), path.into()));
         self
@@ -366,6 +375,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Accept PostgreSQL tenant roles that are superusers or have
+    /// `BYPASSRLS` (refused by default: streaming should run as a
+    /// SELECT-only role).
+    pub fn allow_privileged_role(mut self, yes: bool) -> Self {
+        self.allow_privileged_role = yes;
+        self
+    }
+
     /// Serve the files of `dir` at `/` (GET only).
     pub fn static_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.static_dir = Some(dir.into());
@@ -387,14 +404,19 @@ impl ServerBuilder {
             if tenants.contains_key(name) {
                 return Err(ServerError::DuplicateTenant(name.clone()));
             }
-            tenants.insert(
-                name.clone(),
-                TenantDb::Sqlite(Arc::new(SqliteTenant::open(
+            let db = match path.to_str().filter(|p| is_postgres_url(p)) {
+                Some(url) => TenantDb::Postgres(Arc::new(PgTenant::open(
+                    url,
+                    self.allow_privileged_role,
+                    self.limits.max_step_ms,
+                )?)),
+                None => TenantDb::Sqlite(Arc::new(SqliteTenant::open(
                     path,
                     self.init.clone(),
                     self.limits,
                 )?)),
-            );
+            };
+            tenants.insert(name.clone(), db);
         }
         for (_, scope) in &self.tokens {
             if !tenants.contains_key(&scope.tenant) {
@@ -505,6 +527,7 @@ impl Server {
             init: None,
             ingest: IngestSettings::default(),
             limits: limits::QueryLimits::default(),
+            allow_privileged_role: false,
         }
     }
 

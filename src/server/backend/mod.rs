@@ -17,6 +17,7 @@
 //! the encoding hand-off are the orchestration's, written once for every
 //! backend. SQLite lives in [`sqlite`], PostgreSQL in [`postgres`].
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
