@@ -1,6 +1,8 @@
 //! PostgreSQL tenants against a real PostgreSQL server (started by the test,
 //! see `pg_common`): values, the read-only gate, parameters, snapshots,
 //! resume, cancel and the latency cap.
+#![cfg(feature = "server")]
+
 
 mod pg_common;
 mod server_common;
