@@ -3,7 +3,6 @@
 //! resume, cancel and the latency cap.
 #![cfg(feature = "server")]
 
-
 mod pg_common;
 mod server_common;
 

@@ -46,6 +46,25 @@ struct ServeArgs {
     #[arg(long = "tenant", value_name = "NAME=URL|PATH", value_parser = parse_tenant)]
     tenants: Vec<(String, PathBuf)>,
 
+    /// PostgreSQL database holding the state every instance started with the same value
+    /// shares (cursors, checkpoints, tombstones, capacity slots): they act as one server.
+    #[arg(
+        long,
+        env = "ROWSTREAM_CLUSTER",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    cluster: Option<String>,
+
+    /// This instance's name in audit events, /v1/debug/stats and the cluster (default: random).
+    #[arg(long, value_name = "NAME")]
+    instance_id: Option<String>,
+
+    /// How long a vanished instance's capacity slots stay counted before the others reclaim
+    /// them (heartbeats every quarter of it).
+    #[arg(long, default_value_t = rowstream::server::DEFAULT_CLUSTER_LEASE_MS, value_name = "MS")]
+    cluster_lease_ms: u64,
+
     /// Accept PostgreSQL tenant roles that are superusers or have BYPASSRLS (refused by
     /// default: stream as a SELECT-only role).
     #[arg(long)]
@@ -205,7 +224,14 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     for (k, v) in args.settings {
         b = b.set(k, v);
     }
+    if let Some(url) = args.cluster.filter(|u| !u.is_empty()) {
+        b = b.cluster(url);
+    }
+    if let Some(id) = args.instance_id {
+        b = b.instance_id(id);
+    }
     b = b
+        .cluster_lease_ms(args.cluster_lease_ms)
         .allow_privileged_role(args.allow_privileged_role)
         .ingest_mode(args.ingest_mode)
         .ingest_max_line_bytes(args.ingest_max_line_bytes)

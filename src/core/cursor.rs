@@ -168,6 +168,43 @@ impl<P> CursorRegistry<P> {
         Ok(handle)
     }
 
+    /// Registers, under its existing `token`, a cursor that another holder
+    /// of the same state (another server instance) created. A live entry of
+    /// that token wins and is returned; a tombstone is kept (`None`).
+    pub fn adopt(&self, token: &str, info: NewCursor, payload: Arc<P>) -> Option<CursorHandle<P>> {
+        let mut entries = lock(&self.entries);
+        match entries.get(token) {
+            Some(State::Live(h)) => Some(h.clone()),
+            Some(_) => None,
+            None => {
+                let handle = CursorHandle {
+                    token: token.to_owned(),
+                    info,
+                    cancel: CancelToken::new(),
+                    payload,
+                };
+                entries.insert(token.to_owned(), State::Live(handle.clone()));
+                Some(handle)
+            }
+        }
+    }
+
+    /// Cancels the cursor `token` whoever owns it (the owner's cancel was
+    /// authorised elsewhere, by another holder of the same state). Returns
+    /// whether a live cursor was cancelled.
+    pub fn cancel_authorised(&self, token: &str, now_ms: u64) -> bool {
+        let scope = match lock(&self.entries).get(token) {
+            Some(State::Live(h)) => h.info.scope.clone(),
+            _ => return false,
+        };
+        self.cancel(token, &scope, now_ms).is_ok()
+    }
+
+    /// Whether `token` names a live cursor (whoever owns it).
+    pub fn is_live(&self, token: &str) -> bool {
+        matches!(lock(&self.entries).get(token), Some(State::Live(_)))
+    }
+
     /// Looks a cursor up for `scope` at `now_ms`. Scope first, then state,
     /// then expiry (boundary inclusive: valid at exactly `expires_at_ms`).
     pub fn resolve(

@@ -14,7 +14,9 @@ use super::token::{lease_handle, RandomError};
 
 /// Who a stream or cursor belongs to. The tenant comes from the server's own
 /// token configuration, never from a client-chosen header.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Scope {
     /// The tenant (one database).
     pub tenant: String,

@@ -458,7 +458,7 @@ impl Drop for IngestAudit<'_> {
 struct Open {
     plan: Plan,
     lease: String,
-    _slot: crate::core::capacity::CapacityGuard,
+    _slot: super::state::Slot,
 }
 
 /// The writing side of one ingest.

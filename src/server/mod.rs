@@ -32,6 +32,7 @@ mod listen;
 pub mod pipe;
 mod rewrite;
 mod routes;
+mod state;
 mod stream;
 
 /// SQLite's read path (kept at its old path for users of `RowWriter`).
@@ -48,7 +49,6 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::core::audit::{AuditEvent, AuditSink, JsonLinesAuditSink};
-use crate::core::capacity::StreamCapacityRegistry;
 use crate::core::clock::SystemClock;
 use crate::core::config::{StreamConfig, KEYS};
 use crate::core::cursor::CursorRegistry;
@@ -60,6 +60,8 @@ use self::backend::sqlite::{SqliteBackend, SqliteTenant};
 use self::backend::ReadBackend;
 use self::pipe::{SharedClock, StopCause, StreamCtl};
 use self::sql::ConnectionInit;
+use self::state::cluster::{Cluster, ClusterState};
+use self::state::{LocalState, SharedState};
 use self::stream::Pinned;
 
 pub use self::auth::{sign_hs256, Caller};
@@ -113,7 +115,7 @@ pub enum ServerError {
 }
 
 /// Counters for monitoring and tests (`GET /v1/debug/stats`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServerStats {
     /// Read transactions held open for cursors (each costs WAL growth).
     pub pinned_snapshots: usize,
@@ -129,6 +131,8 @@ pub struct ServerStats {
     /// checkpoints and the rowid rewrite this grows by less than the
     /// checkpoint interval per resume, however late the resume point.
     pub resume_rows_replayed: u64,
+    /// This instance's name (`--instance-id`, random by default).
+    pub instance: String,
 }
 
 /// One tenant's database.
@@ -157,7 +161,9 @@ pub(crate) struct AppState {
     pub(crate) boot: StreamConfig,
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) clock: SharedClock,
-    pub(crate) capacity: StreamCapacityRegistry,
+    pub(crate) shared: Arc<dyn SharedState>,
+    /// The cluster store, with `--cluster` (heartbeats, cancel watch).
+    pub(crate) cluster: Option<Arc<ClusterState>>,
     pub(crate) cursors: CursorRegistry<Pinned>,
     pub(crate) leases: LeaseIssuer,
     pub(crate) running: Mutex<HashMap<u64, Arc<StreamCtl>>>,
@@ -227,10 +233,11 @@ impl AppState {
         ServerStats {
             pinned_snapshots: self.pinned.load(Ordering::SeqCst),
             running_streams: lock(&self.running).len(),
-            slots_in_use: self.capacity.global_in_use(),
+            slots_in_use: self.shared.slots_in_use(),
             cursors_live: c.live,
             cursor_tombstones: c.tombstones,
             resume_rows_replayed: self.replayed.load(Ordering::Relaxed),
+            instance: self.shared.instance().to_owned(),
         }
     }
 
@@ -259,7 +266,13 @@ pub struct ServerBuilder {
     ingest: IngestSettings,
     limits: limits::QueryLimits,
     allow_privileged_role: bool,
+    cluster: Option<String>,
+    cluster_lease_ms: u64,
+    instance_id: Option<String>,
 }
+
+/// How long a vanished instance's slots stay counted, by default.
+pub const DEFAULT_CLUSTER_LEASE_MS: u64 = 10_000;
 
 impl std::fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -383,6 +396,27 @@ impl ServerBuilder {
         self
     }
 
+    /// Share cursors, checkpoints, tombstones and capacity slots with every
+    /// instance started with the same PostgreSQL `url`: they act as one
+    /// server (resume, cancel and quotas on any of them).
+    pub fn cluster(mut self, url: impl Into<String>) -> Self {
+        self.cluster = Some(url.into());
+        self
+    }
+
+    /// How long a vanished instance's slots may stay counted before the
+    /// others reclaim them (default 10 s).
+    pub fn cluster_lease_ms(mut self, ms: u64) -> Self {
+        self.cluster_lease_ms = ms;
+        self
+    }
+
+    /// This instance's name (default: random).
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
     /// Serve the files of `dir` at `/` (GET only).
     pub fn static_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.static_dir = Some(dir.into());
@@ -438,6 +472,18 @@ impl ServerBuilder {
         if auth.is_open() && open_tenant.is_none() {
             return Err(ServerError::AmbiguousOpenTenant);
         }
+        let instance = self
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| crate::core::token::random_hex::<4>().unwrap_or_default());
+        let (shared, cluster): (Arc<dyn SharedState>, Option<Arc<ClusterState>>) =
+            match &self.cluster {
+                Some(url) => {
+                    let c = ClusterState::open(url, instance.clone(), self.cluster_lease_ms)?;
+                    (Arc::new(Cluster(c.clone())), Some(c))
+                }
+                None => (Arc::new(LocalState::new(instance.clone())), None),
+            };
         let audit = self
             .audit
             .unwrap_or_else(|| Arc::new(JsonLinesAuditSink::new(std::io::stderr())));
@@ -448,7 +494,8 @@ impl ServerBuilder {
                 boot,
                 audit,
                 clock: self.clock,
-                capacity: StreamCapacityRegistry::new(),
+                shared,
+                cluster,
                 cursors: CursorRegistry::new(),
                 leases: LeaseIssuer::new(),
                 running: Mutex::new(HashMap::new()),
@@ -528,6 +575,9 @@ impl Server {
             ingest: IngestSettings::default(),
             limits: limits::QueryLimits::default(),
             allow_privileged_role: false,
+            cluster: None,
+            cluster_lease_ms: DEFAULT_CLUSTER_LEASE_MS,
+            instance_id: None,
         }
     }
 
@@ -571,8 +621,23 @@ impl Server {
                     tick.tick().await;
                     let now = state.now_ms();
                     state.cursors.prune(now);
+                    if let Some(c) = &state.cluster {
+                        c.retain_local(|token| state.cursors.is_live(token));
+                    }
                 }
             })
+        };
+        let cluster_tasks: Vec<_> = match &state.cluster {
+            Some(c) => {
+                let clock = state.clock.clone();
+                let heartbeat = tokio::spawn(c.clone().heartbeat(move || clock.now_ms()));
+                let st = state.clone();
+                let watch = tokio::spawn(c.clone().watch_cancels(move |token| {
+                    st.cursors.cancel_authorised(token, st.now_ms());
+                }));
+                vec![heartbeat, watch]
+            }
+            None => Vec::new(),
         };
         let app = self.router();
         let st = state.clone();
@@ -589,6 +654,9 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         pruner.abort();
+        for t in cluster_tasks {
+            t.abort();
+        }
         result
     }
 

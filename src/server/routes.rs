@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::backend::{Params, Shape};
 use super::pipe::{Pipe, PipeBody, StreamCtl};
-use super::stream::{run_fresh, run_resume, FreshRequest, Refusal, ResumeRequest};
+use super::stream::{resolve_cursor, run_fresh, run_resume, FreshRequest, Refusal, ResumeRequest};
 use super::{AppState, Caller, MAX_REQUEST_BODY};
 use crate::core::audit::AuditEvent;
 use crate::core::cursor::CursorError;
@@ -261,10 +261,15 @@ async fn stream_handler(
         if !is_hex_of_len(&req.prefix_hash, 64) {
             return bad_request("prefix_hash must be 64 hex characters");
         }
-        let handle = match state
-            .cursors
-            .resolve(&req.cursor, &caller.scope, state.now_ms())
-        {
+        let resolved = if state.cluster.is_some() {
+            let (st, token, scope) = (state.clone(), req.cursor.clone(), caller.scope.clone());
+            tokio::task::spawn_blocking(move || resolve_cursor(&st, &token, &scope))
+                .await
+                .unwrap_or(Err(CursorError::NotFound))
+        } else {
+            resolve_cursor(&state, &req.cursor, &caller.scope)
+        };
+        let handle = match resolved {
             Ok(h) => h,
             Err(e) => return cursor_refusal(&state, &caller, e),
         };
@@ -328,10 +333,24 @@ async fn cancel_handler(
         Ok(r) => r,
         Err(e) => return bad_request(e),
     };
-    match state
+    let local = state
         .cursors
-        .cancel(&req.cursor, &caller.scope, state.now_ms())
-    {
+        .cancel(&req.cursor, &caller.scope, state.now_ms());
+    // Every instance must see the tombstone (the one running the stream
+    // stops it).
+    let shared = if state.cluster.is_some() {
+        let (st, token, scope) = (state.clone(), req.cursor.clone(), caller.scope.clone());
+        tokio::task::spawn_blocking(move || st.shared.cancel_cursor(&token, &scope, st.now_ms()))
+            .await
+            .unwrap_or(Ok(false))
+    } else {
+        Ok(false)
+    };
+    let outcome = match (local, shared) {
+        (Ok(()), _) | (_, Ok(true)) => Ok(()),
+        (Err(e), _) => Err(e),
+    };
+    match outcome {
         Ok(()) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],

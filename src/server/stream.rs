@@ -15,9 +15,10 @@ use super::backend::{
 };
 use super::handoff::{self, Stepper, RING_BYTES};
 use super::pipe::{Pipe, SharedClock, StopCause, StreamCtl};
+use super::state::{CursorRecord, Slot};
 use super::{lock, AppState, Caller};
 use crate::core::audit::AuditEvent;
-use crate::core::capacity::{CapacityGuard, CapacityLimits};
+use crate::core::capacity::CapacityLimits;
 use crate::core::close::CloseReason;
 use crate::core::config::StreamConfig;
 use crate::core::cursor::{CursorHandle, NewCursor};
@@ -72,6 +73,8 @@ pub(crate) struct Checkpoint {
 /// transaction stays open until the TTL) and what is needed to re-run the
 /// query.
 pub(crate) struct Pinned {
+    /// Pinned by this process (not adopted from another instance).
+    local: bool,
     backend: Arc<dyn ReadBackend>,
     session: Mutex<Option<Box<dyn Session>>>,
     query: String,
@@ -192,14 +195,14 @@ pub(crate) fn capacity(
     state: &AppState,
     caller: &Caller,
     cfg: &StreamConfig,
-) -> Result<CapacityGuard, Refusal> {
+) -> Result<Slot, Refusal> {
     let limits = CapacityLimits {
         max_global: cfg.max_global,
         max_per_principal: cfg.max_per_principal,
     };
     state
-        .capacity
-        .try_acquire(&caller.scope, limits)
+        .shared
+        .acquire_slot(&caller.scope, limits)
         .map_err(|e| {
             state.record(AuditEvent::StreamClosed {
                 at_ms: state.now_ms(),
@@ -228,16 +231,12 @@ pub(crate) fn capacity(
 /// still running (its client most likely gone unnoticed, which is why it
 /// resumes) would get the resume refused for its own slot: it is superseded
 /// and the resume waits briefly for the slot it releases.
-fn resume_capacity(
-    state: &AppState,
-    caller: &Caller,
-    p: &Pinned,
-) -> Result<CapacityGuard, Refusal> {
+fn resume_capacity(state: &AppState, caller: &Caller, p: &Pinned) -> Result<Slot, Refusal> {
     let limits = CapacityLimits {
         max_global: p.cfg.max_global,
         max_per_principal: p.cfg.max_per_principal,
     };
-    if let Ok(g) = state.capacity.try_acquire(&caller.scope, limits) {
+    if let Ok(g) = state.shared.acquire_slot(&caller.scope, limits) {
         return Ok(g);
     }
     let prev = lock(&p.running).clone();
@@ -246,7 +245,7 @@ fn resume_capacity(
         let until = std::time::Instant::now() + Duration::from_millis(500);
         while std::time::Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
-            if let Ok(g) = state.capacity.try_acquire(&caller.scope, limits) {
+            if let Ok(g) = state.shared.acquire_slot(&caller.scope, limits) {
                 return Ok(g);
             }
         }
@@ -514,7 +513,7 @@ impl Pump<'_> {
 
 /// Ends the response: the audit record and the slot release happen before the
 /// client can see the `end` line.
-fn finish(guard: &mut LeaseGuard<'_>, pipe: &Pipe, outcome: Outcome, cap: CapacityGuard) {
+fn finish(guard: &mut LeaseGuard<'_>, pipe: &Pipe, outcome: Outcome, cap: Slot) {
     let (reason, cause, err) = match outcome {
         Outcome::Done => (CloseReason::Ok, "end".to_owned(), None),
         Outcome::Stopped(c) => (c.reason(), c.cause().to_owned(), None),
@@ -650,6 +649,7 @@ pub(crate) fn run_fresh(
     let plan = prepared.plan.filter(|_| resumable);
     let payload = resumable.then(|| {
         Arc::new(Pinned {
+            local: true,
             backend: backend.clone(),
             session: Mutex::new(None),
             query: req.query.clone(),
@@ -704,7 +704,25 @@ pub(crate) fn run_fresh(
                 },
                 p.clone(),
             ) {
-                Ok(h) => Some(h),
+                Ok(h) => {
+                    let record = CursorRecord {
+                        scope: caller.scope.clone(),
+                        query: req.query.clone(),
+                        params: req.params.clone(),
+                        shape: req.shape,
+                        columns: columns.clone(),
+                        cfg: cfg.clone(),
+                        snapshot: snapshot.clone(),
+                        first_lease: lease.handle().to_owned(),
+                        pinned_at_ms: now,
+                        expires_at_ms: lease.expires_at_ms,
+                    };
+                    if let Err(e) = state.shared.publish_cursor(&h.token, &record) {
+                        // Resumable here only: not a reason to fail the stream.
+                        tracing_warn(&format!("cursor not shared with the cluster: {e}"));
+                    }
+                    Some(h)
+                }
                 Err(e) => {
                     refuse(
                         &mut ready,
@@ -859,9 +877,7 @@ pub(crate) fn run_resume(
         match p.backend.import(&p.snapshot) {
             Ok(s) => imported = Some(s),
             Err(e) => {
-                let e = if e.code == ErrorCode::SnapshotUnavailable.as_str()
-                    && p.snapshot.reference.is_none()
-                {
+                let e = if e.code == ErrorCode::SnapshotUnavailable.as_str() && p.local {
                     ErrorBody::new(
                         ErrorCode::CursorExpired,
                         "the cursor's snapshot is no longer available",
@@ -1041,6 +1057,82 @@ pub(crate) fn run_resume(
                 _ => r,
             };
             reject(&mut ready, r)
+        }
+    }
+}
+
+fn tracing_warn(msg: &str) {
+    eprintln!("rowstream: {msg}");
+}
+
+/// A cursor another instance published, made resumable here: a session
+/// importing its snapshot (when the pinning instance still holds it) and its
+/// resume plan. Adopted into this process's registry under the same token,
+/// so cancels and supersedes reach the response serving it.
+pub(crate) fn adopt_remote(
+    state: &AppState,
+    token: &str,
+    record: CursorRecord,
+) -> Option<CursorHandle<Pinned>> {
+    let backend = state.tenants.get(&record.scope.tenant)?.reader();
+    let (session, plan) = match backend.import(&record.snapshot) {
+        Ok(mut s) => match s.prepare(&record.query, record.params.as_ref()) {
+            Ok(p) => (Some(s), p.plan.filter(|_| p.resumability.resumable)),
+            Err(_) => (None, None),
+        },
+        Err(_) => (None, None),
+    };
+    state.pinned.fetch_add(1, Ordering::SeqCst);
+    let payload = Arc::new(Pinned {
+        local: false,
+        backend,
+        session: Mutex::new(session),
+        query: record.query.clone(),
+        params: record.params,
+        columns: record.columns,
+        shape: record.shape,
+        plan,
+        cfg: record.cfg,
+        pinned_at_ms: record.pinned_at_ms,
+        snapshot: record.snapshot.clone(),
+        first_lease: record.first_lease.clone(),
+        checkpoints: Mutex::new(Vec::new()),
+        running: Mutex::new(None),
+        counter: state.pinned.clone(),
+    });
+    state.cursors.adopt(
+        token,
+        NewCursor {
+            scope: record.scope,
+            query: record.query,
+            snapshot_lsn: record.snapshot.lsn,
+            first_lease: record.first_lease,
+            expires_at_ms: record.expires_at_ms,
+        },
+        payload,
+    )
+}
+
+/// Resolves a resume's cursor: this process's registry first, then the
+/// shared state (a cursor another instance published), which is adopted.
+/// Blocking (it may ask the cluster database and import a snapshot).
+pub(crate) fn resolve_cursor(
+    state: &AppState,
+    token: &str,
+    scope: &crate::core::lease::Scope,
+) -> Result<CursorHandle<Pinned>, crate::core::cursor::CursorError> {
+    use crate::core::cursor::CursorError;
+    let now = state.now_ms();
+    match state.cursors.resolve(token, scope, now) {
+        Err(CursorError::NotFound) => {}
+        other => return other,
+    }
+    match state.shared.lookup_cursor(token, scope, now)? {
+        None => Err(CursorError::NotFound),
+        Some((record, _checkpoints)) => {
+            // Whichever of two concurrent adopters wins, both get its handle.
+            adopt_remote(state, token, record)
+                .map_or_else(|| state.cursors.resolve(token, scope, now), Ok)
         }
     }
 }

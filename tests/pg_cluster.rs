@@ -1,0 +1,233 @@
+//! Several instances sharing one `--cluster` database act as one server:
+//! resume, cancel and quotas on any instance, against a real PostgreSQL.
+#![cfg(feature = "server")]
+
+mod pg_common;
+mod server_common;
+
+use std::time::{Duration, Instant};
+
+use pg_common::{shared, unique, PgServer};
+use rowstream::core::digest::prefix_hash_of;
+use rowstream::server::Server;
+use server_common::*;
+
+/// A tenant database with `n` rows in `t`, and an empty cluster database.
+fn setup(pg: &PgServer, n: u32) -> (String, String, String) {
+    let tdb = unique("tenant");
+    let url = pg.database(
+        &tdb,
+        &format!(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); \
+             INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, {n}) g;"
+        ),
+    );
+    let cdb = unique("cluster");
+    pg.psql("postgres", &format!("CREATE DATABASE {cdb}"));
+    (tdb, url, pg.admin_url(&cdb))
+}
+
+fn instance(url: &str, cluster: &str, name: &str, sets: &[(&str, &str)]) -> TestServer {
+    let mut b = Server::builder()
+        .db(url)
+        .cluster(cluster)
+        .instance_id(name)
+        .cluster_lease_ms(1000);
+    for (k, v) in sets {
+        b = b.set(*k, *v);
+    }
+    TestServer::start(b)
+}
+
+fn resume(ts: &TestServer, cursor: &str, at: usize, rows: &[String]) -> Resp {
+    let hash = prefix_hash_of(rows[..at].iter().map(|l| l.as_bytes()));
+    post(
+        ts.addr(),
+        "/v1/query/stream",
+        &serde_json::json!({"cursor": cursor, "after_rows": at, "prefix_hash": hash}).to_string(),
+        None,
+    )
+}
+
+#[test]
+fn a_cursor_opened_on_one_instance_resumes_on_the_others_from_its_snapshot() {
+    let pg = shared();
+    let (tdb, url, cluster) = setup(pg, 2500);
+    let a = instance(&url, &cluster, "a", &[]);
+    let b = instance(&url, &cluster, "b", &[]);
+    let c = instance(&url, &cluster, "c", &[]);
+    let full = query(a.addr(), "SELECT * FROM t ORDER BY id");
+    let lines = full.lines();
+    let open = j(&lines[0]);
+    let cursor = open["open"]["cursor"]
+        .as_str()
+        .expect("resumable")
+        .to_owned();
+    let rows = row_lines(&lines);
+    pg.psql(
+        &tdb,
+        "UPDATE t SET v = 'changed' WHERE id > 100; DELETE FROM t WHERE id = 2000",
+    );
+    for (ts, at) in [(&b, 0usize), (&c, 1234), (&b, 2400), (&a, 77), (&c, 2500)] {
+        let r = resume(ts, &cursor, at, &rows);
+        assert_eq!(r.status, 200, "at {at}: {}", r.text());
+        let got = r.lines();
+        assert_eq!(
+            j(&got[0])["open"]["snapshot_lsn"],
+            open["open"]["snapshot_lsn"]
+        );
+        assert_eq!(row_lines(&got), rows[at..], "rows after {at}");
+        assert_eq!(
+            j(got.last().unwrap())["end"]["prefix_hash"],
+            j(lines.last().unwrap())["end"]["prefix_hash"]
+        );
+    }
+    // A wrong digest is refused on another instance too.
+    let bad = post(
+        b.addr(),
+        "/v1/query/stream",
+        &serde_json::json!({"cursor": cursor, "after_rows": 5, "prefix_hash": "0".repeat(64)})
+            .to_string(),
+        None,
+    );
+    assert_eq!(bad.error_code(), "prefix_hash_mismatch");
+    // Only hashes of tokens are stored.
+    let cdb = cluster.rsplit('/').next().unwrap();
+    let stored = pg.psql(
+        cdb,
+        "SELECT string_agg(token_sha256 || record::text, ' ') FROM rowstream_cursors",
+    );
+    assert!(!stored.contains(&cursor), "a plain token is stored");
+    assert!(stored.contains(&rowstream::core::digest::sha256_hex(cursor.as_bytes())));
+}
+
+#[test]
+fn unknown_and_foreign_cursors_get_the_same_404_on_every_instance() {
+    let pg = shared();
+    let (_tdb, url, cluster) = setup(pg, 10);
+    let mk = |name: &str| {
+        TestServer::start(
+            Server::builder()
+                .db(&url)
+                .cluster(&cluster)
+                .instance_id(name)
+                .token("ta", "default", "alice")
+                .token("tb", "default", "bob"),
+        )
+    };
+    let (a, b) = (mk("a"), mk("b"));
+    let body = serde_json::json!({"query": "SELECT * FROM t ORDER BY id"}).to_string();
+    let r = post(a.addr(), "/v1/query/stream", &body, Some("ta"));
+    let cursor = j(&r.lines()[0])["open"]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let unknown = "ab".repeat(24);
+    let mut answers = Vec::new();
+    for ts in [&a, &b] {
+        for c in [&cursor, &unknown] {
+            let body =
+                serde_json::json!({"cursor": c, "after_rows": 0, "prefix_hash": "0".repeat(64)});
+            let r = post(ts.addr(), "/v1/query/stream", &body.to_string(), Some("tb"));
+            assert_eq!(r.status, 404);
+            answers.push(r.body.clone());
+            let r = post(
+                ts.addr(),
+                "/v1/query/stream/cancel",
+                &serde_json::json!({ "cursor": c }).to_string(),
+                Some("tb"),
+            );
+            assert_eq!(r.status, 404);
+            answers.push(r.body.clone());
+        }
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "answers differ");
+}
+
+#[test]
+fn a_cancel_on_any_instance_stops_the_stream_running_on_another() {
+    let pg = shared();
+    let (tdb, url, cluster) = setup(pg, 200);
+    let a = instance(&url, &cluster, "a", &[]);
+    let b = instance(&url, &cluster, "b", &[]);
+    let mut s = open_stream(
+        a.addr(),
+        r#"{"query":"SELECT id, pg_sleep(0.05) AS z FROM t ORDER BY id"}"#,
+        None,
+    );
+    assert_eq!(s.status, 200);
+    let cursor = j(&s.next_line().unwrap())["open"]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.next_line().unwrap();
+    let t0 = Instant::now();
+    let r = post(
+        b.addr(),
+        "/v1/query/stream/cancel",
+        &serde_json::json!({ "cursor": cursor }).to_string(),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rest = s.rest();
+    assert!(
+        rest.last().unwrap().contains("\"reason\":\"cancelled\""),
+        "{rest:?}"
+    );
+    assert!(
+        a.wait_stats(1000, |st| st.slots_in_use == 0).is_some(),
+        "the slot was not freed"
+    );
+    let took = t0.elapsed();
+    assert!(took < Duration::from_millis(800), "cancel took {took:?}");
+    // The query is not left running in PostgreSQL.
+    let until = Instant::now() + Duration::from_secs(2);
+    while pg.psql(
+        &tdb,
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'reader' AND state = 'active'",
+    ) != "0"
+    {
+        assert!(Instant::now() < until, "a query still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for ts in [&a, &b] {
+        let body =
+            serde_json::json!({"cursor": cursor, "after_rows": 0, "prefix_hash": "0".repeat(64)});
+        let r = post(ts.addr(), "/v1/query/stream", &body.to_string(), None);
+        assert_eq!(r.error_code(), "cursor_cancelled");
+    }
+}
+
+#[test]
+fn quotas_count_the_streams_of_every_instance() {
+    let pg = shared();
+    let (_tdb, url, cluster) = setup(pg, 100);
+    let sets = [("stream.max_global", "4")];
+    let a = instance(&url, &cluster, "a", &sets);
+    let b = instance(&url, &cluster, "b", &sets);
+    let slow = r#"{"query":"SELECT id, pg_sleep(0.2) AS z FROM t ORDER BY id"}"#;
+    let mut open = Vec::new();
+    for ts in [&a, &b, &a, &b] {
+        let mut s = open_stream(ts.addr(), slow, None);
+        assert_eq!(s.status, 200);
+        s.next_line().unwrap();
+        open.push(s);
+    }
+    for ts in [&a, &b] {
+        let r = query(ts.addr(), "SELECT 1");
+        assert_eq!(r.status, 429, "{}", r.text());
+        assert_eq!(r.error_code(), "server_stream_capacity_exhausted");
+        assert_eq!(r.json()["error"]["current"], 4);
+    }
+    drop(open);
+    // Disconnects free the slots everywhere.
+    let until = Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = query(b.addr(), "SELECT 1");
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < until, "slots not freed: {}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
