@@ -231,3 +231,103 @@ fn quotas_count_the_streams_of_every_instance() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_killed_instance_frees_its_slots_and_its_cursors_answer_snapshot_unavailable() {
+    let pg = shared();
+    let (_tdb, url, cluster) = setup(pg, 300);
+    let spawn = |name: &str| {
+        ServerProcess::start(
+            [
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--db",
+                &url,
+                "--cluster",
+                &cluster,
+                "--instance-id",
+                name,
+                "--cluster-lease-ms",
+                "1000",
+                "--set",
+                "stream.max_global=2",
+            ],
+            false,
+        )
+    };
+    let mut a = spawn("a");
+    let b = spawn("b");
+    // A's cursor, fully read once; and A holds both slots with slow streams.
+    let full = query(a.addr, "SELECT * FROM t ORDER BY id");
+    let lines = full.lines();
+    let cursor = j(&lines[0])["open"]["cursor"].as_str().unwrap().to_owned();
+    let rows = row_lines(&lines);
+    let slow = r#"{"query":"SELECT id, pg_sleep(0.5) AS z FROM t ORDER BY id"}"#;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = open_stream(a.addr, slow, None);
+        assert_eq!(s.status, 200);
+        s.next_line().unwrap();
+        held.push(s);
+    }
+    let r = query(b.addr, "SELECT 1");
+    assert_eq!(r.status, 429, "{}", r.text());
+    // kill -9: no goodbye; its slots stay counted until its lease runs out.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let killed = Instant::now();
+    loop {
+        let r = query(b.addr, "SELECT 1");
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_millis(2500),
+            "slots of the killed instance still counted: {}",
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its snapshot died with it: never rows from another snapshot.
+    let hash = prefix_hash_of(rows[..10].iter().map(|l| l.as_bytes()));
+    let r = post(
+        b.addr,
+        "/v1/query/stream",
+        &serde_json::json!({"cursor": cursor, "after_rows": 10, "prefix_hash": hash}).to_string(),
+        None,
+    );
+    assert_eq!(r.status, 410, "{}", r.text());
+    assert_eq!(r.error_code(), "snapshot_unavailable");
+}
+
+#[test]
+fn a_sqlite_cursor_resumes_only_on_its_instance_and_elsewhere_answers_410() {
+    let pg = shared();
+    let (_tdb, _url, cluster) = setup(pg, 1);
+    let dir = TempDir::new();
+    let db = dir.path("s.sqlite");
+    make_db(&db, 100);
+    let mk = |name: &str| {
+        TestServer::start(
+            Server::builder()
+                .db(&db)
+                .cluster(&cluster)
+                .instance_id(name),
+        )
+    };
+    let (a, b) = (mk("a"), mk("b"));
+    let full = query(a.addr(), "SELECT * FROM t");
+    let lines = full.lines();
+    let cursor = j(&lines[0])["open"]["cursor"]
+        .as_str()
+        .expect("resumable")
+        .to_owned();
+    let rows = row_lines(&lines);
+    let r = resume(&b, &cursor, 50, &rows);
+    assert_eq!(r.status, 410, "{}", r.text());
+    assert_eq!(r.error_code(), "snapshot_unavailable");
+    let r = resume(&a, &cursor, 50, &rows);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(row_lines(&r.lines()), rows[50..]);
+}
