@@ -46,6 +46,12 @@ struct ServeArgs {
     #[arg(long = "tenant", value_name = "NAME=URL|PATH", value_parser = parse_tenant)]
     tenants: Vec<(String, PathBuf)>,
 
+    /// The PostgreSQL role a tenant accepts uploads through (INSERT on the target tables; the
+    /// stream path never uses it). Without it, uploads to that PostgreSQL tenant answer
+    /// 403 ingest_not_allowed. Repeatable.
+    #[arg(long = "tenant-writer", value_name = "NAME=URL", value_parser = parse_tenant)]
+    tenant_writers: Vec<(String, PathBuf)>,
+
     /// PostgreSQL database holding the state every instance started with the same value
     /// shares (cursors, checkpoints, tombstones, capacity slots): they act as one server.
     #[arg(
@@ -214,6 +220,9 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     for (name, path) in args.tenants {
         b = b.tenant(name, path);
+    }
+    for (name, url) in args.tenant_writers {
+        b = b.tenant_writer(name, url.to_string_lossy());
     }
     for (token, tenant, principal) in args.tokens {
         b = b.token(token, tenant, principal);

@@ -25,6 +25,7 @@
 //! every failure (a bad line, a digest mismatch, a disconnect, a timeout, a
 //! shutdown, a crash of the process) leaves the table exactly as it was.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,8 +178,7 @@ pub(crate) async fn ingest_handler(
         );
     }
     let tenant = match state.tenants.get(&caller.scope.tenant) {
-        Some(TenantDb::Sqlite(t)) => t.clone(),
-        Some(TenantDb::Postgres(_)) => {
+        Some(TenantDb::Postgres(t)) if !t.accepts_ingest() => {
             return refuse(
                 body,
                 refusal_response(Refusal::new(
@@ -187,6 +187,7 @@ pub(crate) async fn ingest_handler(
                 )),
             )
         }
+        Some(t) => t.clone(),
         None => {
             return refuse(
                 body,
@@ -454,20 +455,38 @@ impl Drop for IngestAudit<'_> {
     }
 }
 
-/// The open ingest: its plan, lease, slot and progress.
+/// The open ingest: its lease and slot.
 struct Open {
-    plan: Plan,
     lease: String,
     _slot: super::state::Slot,
+}
+
+/// Where an ingest's rows go: one tenant database's writer, which keeps
+/// them invisible until [`commit`](IngestTarget::commit).
+pub(crate) trait IngestTarget {
+    /// The tenant's runtime `stream.*` settings.
+    fn runtime_config(&mut self) -> BTreeMap<String, String>;
+    /// The real name of `table` if it may receive uploads.
+    fn table(&mut self, table: &str) -> Result<Option<String>, Refusal>;
+    /// Its insertable columns.
+    fn columns(&mut self, table: &str) -> Result<Vec<String>, Refusal>;
+    /// The tenant's current `snapshot_lsn` (for the audit).
+    fn lsn(&mut self) -> Result<u64, Refusal>;
+    /// Opens the transaction for rows of `columns` of `table`.
+    fn begin(&mut self, table: &str, columns: &[String]) -> Result<(), Refusal>;
+    /// Writes (or stages) one row.
+    fn row(&mut self, values: &[IngestValue], line_no: u64) -> Result<(), Refusal>;
+    /// Makes every row visible at once.
+    fn commit(&mut self) -> Result<(), Refusal>;
+    /// Drops everything written (nothing was committed).
+    fn rollback(&mut self);
 }
 
 /// The writing side of one ingest.
 struct Writer<'a> {
     state: &'a AppState,
     caller: &'a Caller,
-    tenant: &'a Tenant,
-    conn: Connection,
-    mode: IngestMode,
+    target: Box<dyn IngestTarget + 'a>,
     cfg: StreamConfig,
     parser: IngestParser,
     open: Option<Open>,
@@ -553,7 +572,7 @@ impl<'a> Writer<'a> {
     /// Validates the target against the real schema, takes a slot, opens the
     /// lease and the transaction.
     fn start(&mut self, open: IngestOpen, line: &str, line_no: u64) -> Result<(), Refusal> {
-        let Some(table) = resolve_table(&self.conn, &open.table).map_err(internal)? else {
+        let Some(table) = self.target.table(&open.table)? else {
             return Err(Refusal::from_body(
                 ErrorBody::new(
                     ErrorCode::UnknownTable,
@@ -563,7 +582,7 @@ impl<'a> Writer<'a> {
                 .with("table", open.table.as_str()),
             ));
         };
-        let known = insertable_columns(&self.conn, &table).map_err(internal)?;
+        let known = self.target.columns(&table)?;
         let mut columns = Vec::with_capacity(open.columns.len());
         for c in &open.columns {
             let Some(real) = known.iter().find(|k| k.eq_ignore_ascii_case(c)) else {
@@ -587,14 +606,9 @@ impl<'a> Writer<'a> {
             }
             columns.push(real.clone());
         }
-        let plan = Plan::new(&table, &columns);
         let slot = capacity(self.state, self.caller, &self.cfg)?;
         let now = self.state.now_ms();
-        let snapshot_lsn = self
-            .tenant
-            .data_version()
-            .map(|dv| self.tenant.lsn_for(dv))
-            .map_err(internal)?;
+        let snapshot_lsn = self.target.lsn()?;
         let lease = self
             .state
             .leases
@@ -617,6 +631,61 @@ impl<'a> Writer<'a> {
             query_hash: sha256_hex(line.as_bytes()),
         });
         self.audit.lease = Some(lease);
+        self.target.begin(&table, &columns)?;
+        self.open = Some(Open {
+            lease: handle,
+            _slot: slot,
+        });
+        Ok(())
+    }
+
+    fn row(&mut self, values: &[IngestValue], line_no: u64) -> Result<(), Refusal> {
+        if self.open.is_none() {
+            return Err(internal("row before open"));
+        }
+        self.target.row(values, line_no)
+    }
+
+    /// The end line verified: make the rows visible, atomically.
+    fn commit(&mut self) -> Result<(), Refusal> {
+        if self.open.is_none() {
+            return Err(internal("end before open"));
+        }
+        self.target.commit()
+    }
+}
+
+/// A SQLite tenant's writer: its own read-write connection, staged or
+/// direct (see the module docs).
+pub(crate) struct SqliteTarget<'a> {
+    tenant: &'a Tenant,
+    conn: Connection,
+    mode: IngestMode,
+    plan: Option<Plan>,
+}
+
+impl IngestTarget for SqliteTarget<'_> {
+    fn runtime_config(&mut self) -> BTreeMap<String, String> {
+        read_runtime_config(&self.conn)
+    }
+
+    fn table(&mut self, table: &str) -> Result<Option<String>, Refusal> {
+        resolve_table(&self.conn, table).map_err(internal)
+    }
+
+    fn columns(&mut self, table: &str) -> Result<Vec<String>, Refusal> {
+        insertable_columns(&self.conn, table).map_err(internal)
+    }
+
+    fn lsn(&mut self) -> Result<u64, Refusal> {
+        self.tenant
+            .data_version()
+            .map(|dv| self.tenant.lsn_for(dv))
+            .map_err(internal)
+    }
+
+    fn begin(&mut self, table: &str, columns: &[String]) -> Result<(), Refusal> {
+        let plan = Plan::new(table, columns);
         match self.mode {
             IngestMode::Direct => {
                 self.conn
@@ -638,21 +707,17 @@ impl<'a> Writer<'a> {
                 self.conn.execute_batch("BEGIN").map_err(internal)?;
             }
         }
-        self.open = Some(Open {
-            plan,
-            lease: handle,
-            _slot: slot,
-        });
+        self.plan = Some(plan);
         Ok(())
     }
 
     fn row(&mut self, values: &[IngestValue], line_no: u64) -> Result<(), Refusal> {
-        let Some(open) = &self.open else {
+        let Some(plan) = &self.plan else {
             return Err(internal("row before open"));
         };
         let sql = match self.mode {
-            IngestMode::Direct => &open.plan.insert_main,
-            IngestMode::Staged => &open.plan.insert_staging,
+            IngestMode::Direct => &plan.insert_main,
+            IngestMode::Staged => &plan.insert_staging,
         };
         let mut stmt = self.conn.prepare_cached(sql).map_err(internal)?;
         bind_values(&mut stmt, values).map_err(internal)?;
@@ -665,9 +730,8 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// The end line verified: make the rows visible, atomically.
     fn commit(&mut self) -> Result<(), Refusal> {
-        let Some(open) = &self.open else {
+        let Some(plan) = &self.plan else {
             return Err(internal("end before open"));
         };
         match self.mode {
@@ -677,7 +741,7 @@ impl<'a> Writer<'a> {
                 self.conn
                     .execute_batch("BEGIN IMMEDIATE")
                     .map_err(|e| internal(sql_error_text(&e)))?;
-                if let Err(e) = self.conn.execute(&open.plan.copy, []) {
+                if let Err(e) = self.conn.execute(&plan.copy, []) {
                     let _ = self.conn.execute_batch("ROLLBACK");
                     return Err(self.locate_failure(&e));
                 }
@@ -686,17 +750,25 @@ impl<'a> Writer<'a> {
         }
     }
 
+    fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl SqliteTarget<'_> {
     /// The copy of the staged rows failed: replay them one by one (in a
     /// transaction that is rolled back) to name the line the table refused.
     fn locate_failure(&self, copy_error: &rusqlite::Error) -> Refusal {
         let fallback = row_write_refusal(copy_error, 0);
-        let Some(open) = &self.open else {
+        let Some(plan) = &self.plan else {
             return fallback;
         };
         let found = (|| -> rusqlite::Result<Option<Refusal>> {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
-            let mut select = self.conn.prepare(&open.plan.select_staged)?;
-            let mut insert = self.conn.prepare(&open.plan.insert_main)?;
+            let mut select = self.conn.prepare(&plan.select_staged)?;
+            let mut insert = self.conn.prepare(&plan.insert_main)?;
             let n = insert.parameter_count();
             let mut rows = select.query([])?;
             while let Some(row) = rows.next()? {
@@ -745,27 +817,40 @@ fn open_writer(tenant: &Tenant) -> rusqlite::Result<Connection> {
 
 /// The blocking side of one ingest: frames, parses, writes; decides the
 /// outcome and records the audit before the answer is sent.
+/// The writer of `tenant`'s uploads.
+fn target<'a>(
+    tenant: &'a TenantDb,
+    settings: &IngestSettings,
+) -> Result<Box<dyn IngestTarget + 'a>, Refusal> {
+    match tenant {
+        TenantDb::Sqlite(t) => Ok(Box::new(SqliteTarget {
+            tenant: t,
+            conn: open_writer(t).map_err(internal)?,
+            mode: settings.mode,
+            plan: None,
+        })),
+        TenantDb::Postgres(t) => Ok(Box::new(
+            super::backend::postgres::ingest::PgTarget::connect(t)?,
+        )),
+    }
+}
+
 fn run_ingest(
     state: &AppState,
     caller: &Caller,
-    tenant: &Tenant,
+    tenant: &TenantDb,
     settings: &IngestSettings,
     mut rx: mpsc::Receiver<Feed>,
     ctl: &Arc<StreamCtl>,
 ) -> Outcome {
     let audit = IngestAudit::new(state, caller, ctl);
-    let conn = match open_writer(tenant) {
-        Ok(c) => c,
-        Err(e) => return Err(internal(e)),
-    };
-    let runtime = read_runtime_config(&conn);
+    let mut target = target(tenant, settings)?;
+    let runtime = target.runtime_config();
     let cfg = StreamConfig::load_over(&runtime, &state.boot);
     let mut w = Writer {
         state,
         caller,
-        tenant,
-        conn,
-        mode: settings.mode,
+        target,
         parser: IngestParser::new(cfg.integrity_default_verify),
         cfg,
         open: None,
@@ -864,9 +949,7 @@ fn run_ingest(
         Some((refusal, reason, cause)) => {
             // Nothing was committed: roll back whatever is open (a dropped
             // connection would too; this makes it explicit and immediate).
-            if !w.conn.is_autocommit() {
-                let _ = w.conn.execute_batch("ROLLBACK");
-            }
+            w.target.rollback();
             w.audit.reason = reason;
             w.audit.cause = cause;
             drop(w.open.take());

@@ -266,6 +266,7 @@ pub struct ServerBuilder {
     ingest: IngestSettings,
     limits: limits::QueryLimits,
     allow_privileged_role: bool,
+    writers: HashMap<String, String>,
     cluster: Option<String>,
     cluster_lease_ms: u64,
     instance_id: Option<String>,
@@ -396,6 +397,15 @@ impl ServerBuilder {
         self
     }
 
+    /// The PostgreSQL role tenant `name` accepts uploads through (a role
+    /// with INSERT on the target tables; the stream path never uses it).
+    /// Without one, uploads to a PostgreSQL tenant answer
+    /// `403 ingest_not_allowed`.
+    pub fn tenant_writer(mut self, name: impl Into<String>, url: impl Into<String>) -> Self {
+        self.writers.insert(name.into(), url.into());
+        self
+    }
+
     /// Share cursors, checkpoints, tombstones and capacity slots with every
     /// instance started with the same PostgreSQL `url`: they act as one
     /// server (resume, cancel and quotas on any of them).
@@ -441,6 +451,7 @@ impl ServerBuilder {
             let db = match path.to_str().filter(|p| is_postgres_url(p)) {
                 Some(url) => TenantDb::Postgres(Arc::new(PgTenant::open(
                     url,
+                    self.writers.get(name).map(String::as_str),
                     self.allow_privileged_role,
                     self.limits.max_step_ms,
                 )?)),
@@ -575,6 +586,7 @@ impl Server {
             ingest: IngestSettings::default(),
             limits: limits::QueryLimits::default(),
             allow_privileged_role: false,
+            writers: HashMap::new(),
             cluster: None,
             cluster_lease_ms: DEFAULT_CLUSTER_LEASE_MS,
             instance_id: None,

@@ -23,6 +23,7 @@
 //! encoded. Values are decoded from the binary format ([`values`]).
 
 pub(crate) mod gate;
+pub(crate) mod ingest;
 pub(crate) mod values;
 
 use std::any::Any;
@@ -179,6 +180,9 @@ pub(crate) struct PgTenant {
     /// `format_type` of type OIDs seen so far.
     type_names: Mutex<HashMap<u32, String>>,
     max_step_ms: u64,
+    /// The writer role's connection settings (`--tenant-writer`), for
+    /// uploads only.
+    pub(crate) writer: Option<Config>,
 }
 
 impl std::fmt::Debug for PgTenant {
@@ -242,10 +246,12 @@ impl PgTenant {
     /// works inside and outside a runtime).
     pub(crate) fn open(
         url: &str,
+        writer: Option<&str>,
         allow_privileged: bool,
         max_step_ms: u64,
     ) -> Result<PgTenant, PgSetupError> {
         let config = parse_config(url)?;
+        let writer = writer.map(parse_config).transpose()?;
         let display = redact_url(url);
         let check = {
             let config = config.clone();
@@ -289,6 +295,7 @@ impl PgTenant {
             pool: Mutex::new(Vec::new()),
             type_names: Mutex::new(HashMap::new()),
             max_step_ms,
+            writer,
         })
     }
 
@@ -309,6 +316,33 @@ impl PgTenant {
             task,
         })
     }
+}
+
+impl PgTenant {
+    /// Whether uploads have a writer role.
+    pub(crate) fn accepts_ingest(&self) -> bool {
+        self.writer.is_some()
+    }
+}
+
+/// The `rowstream_config` table of a tenant database (missing: empty).
+pub(crate) async fn read_runtime_config(
+    client: &Client,
+) -> Result<BTreeMap<String, String>, tokio_postgres::Error> {
+    let exists = client
+        .query_one("SELECT to_regclass('rowstream_config') IS NOT NULL", &[])
+        .await?
+        .get::<_, bool>(0);
+    if !exists {
+        return Ok(BTreeMap::new());
+    }
+    let rows = client
+        .query("SELECT key::text, value::text FROM rowstream_config", &[])
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
+        .collect())
 }
 
 /// A PostgreSQL tenant as the orchestration sees it.
@@ -605,25 +639,7 @@ impl Session for PgSession {
     fn runtime_config(&mut self) -> BTreeMap<String, String> {
         let client = self.conn.client.clone();
         self.rt
-            .block_on(async move {
-                let exists = client
-                    .query_one("SELECT to_regclass('rowstream_config') IS NOT NULL", &[])
-                    .await
-                    .ok()?
-                    .get::<_, bool>(0);
-                if !exists {
-                    return Some(BTreeMap::new());
-                }
-                let rows = client
-                    .query("SELECT key::text, value::text FROM rowstream_config", &[])
-                    .await
-                    .ok()?;
-                Some(
-                    rows.iter()
-                        .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
-                        .collect(),
-                )
-            })
+            .block_on(async move { read_runtime_config(&client).await })
             .unwrap_or_default()
     }
 
@@ -733,7 +749,7 @@ impl Session for PgSession {
 }
 
 /// `16/B374D848` → `0x16_B374D848`.
-fn parse_lsn(s: &str) -> u64 {
+pub(crate) fn parse_lsn(s: &str) -> u64 {
     let (hi, lo) = s.split_once('/').unwrap_or(("0", s));
     (u64::from_str_radix(hi, 16).unwrap_or(0) << 32) | u64::from_str_radix(lo, 16).unwrap_or(0)
 }
