@@ -1,0 +1,6 @@
+//! SQL text handling shared by the classifier and the server's rewrites:
+//! a tokenizer per dialect, never a parser.
+
+pub mod tokenizer;
+
+pub use tokenizer::{tokenize, LexError, LexErrorKind, Token, TokenKind};
