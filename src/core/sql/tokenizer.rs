@@ -5,29 +5,63 @@
 //! SQLite's own `tokenize.c` (string literals with `''` escapes, `"…"`,
 //! `` `…` `` and `[…]` identifiers, `x'…'` blobs, numbers with `_`
 //! separators, `--` and `/* */` comments, parameters `?`, `?NNN`, `:name`,
-//! `@name`, `$name`). Whitespace and comments produce no tokens; every token
+//! `@name`, `$name`); [`tokenize_in`] with [`Dialect::Postgres`] reads
+//! PostgreSQL's lexical syntax instead (see [`super::postgres`]). Whitespace
+//! and comments produce no tokens; every token
 //! keeps its exact source text and byte offset, so callers can splice SQL at
 //! token boundaries instead of matching substrings.
 
 use std::borrow::Cow;
 use std::fmt;
 
+/// The SQL dialect a query is written in: the one switch between SQLite and
+/// PostgreSQL tenants, for the tokenizer and the classifier alike.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// SQLite, as `tokenize.c` reads it.
+    #[default]
+    Sqlite,
+    /// PostgreSQL, as `scan.l` reads it (with `standard_conforming_strings`
+    /// on, the default since 9.1).
+    Postgres,
+}
+
+/// Splits `sql` into tokens of `dialect`, dropping whitespace and comments.
+///
+/// # Errors
+///
+/// A [`LexError`] for the first token that is unterminated or malformed in
+/// that dialect.
+pub fn tokenize_in(sql: &str, dialect: Dialect) -> Result<Vec<Token<'_>>, LexError> {
+    match dialect {
+        Dialect::Sqlite => tokenize(sql),
+        Dialect::Postgres => super::postgres::tokenize_postgres(sql),
+    }
+}
+
 /// The kind of a [`Token`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TokenKind {
     /// A bare word: a keyword or an unquoted identifier (`SELECT`, `rowid`).
     Word,
-    /// A quoted identifier: `"…"`, `` `…` `` or `[…]`.
+    /// A quoted identifier: `"…"`, `` `…` `` or `[…]`; in PostgreSQL `"…"`
+    /// or `U&"…"`.
     QuotedIdentifier,
-    /// A string literal `'…'`.
+    /// A string literal `'…'`; in PostgreSQL also `E'…'`, `N'…'`, `U&'…'`
+    /// and dollar-quoted `$tag$…$tag$`.
     String,
-    /// A blob literal `x'…'`.
+    /// A blob literal `x'…'`; in PostgreSQL a bit string `B'…'` or `X'…'`.
     Blob,
     /// A numeric literal (`42`, `1.5e3`, `.5`, `0x1F`, `1_000`).
     Number,
-    /// A bound parameter: `?`, `?NNN`, `:name`, `@name`, `$name`, `#name`.
+    /// A bound parameter: `?`, `?NNN`, `:name`, `@name`, `$name`, `#name`;
+    /// in PostgreSQL `$1`, `$2`, ….
     Parameter,
-    /// An operator such as `=`, `<>`, `||`, `->>` or `*`.
+    /// An operator such as `=`, `<>`, `||`, `->>` or `*`; in PostgreSQL also
+    /// `::`, `:`, `[`, `]` and any run of operator characters (`@>`, `?|`).
     Operator,
     /// `(`
     LeftParen,
@@ -62,31 +96,154 @@ impl<'a> Token<'a> {
 
     /// The token's value with quoting removed: quoted identifiers and string
     /// literals lose their delimiters, and a doubled delimiter inside them
-    /// stands for one (`"a""b"` is `a"b`, `'it''s'` is `it's`). Other tokens
-    /// are returned as written.
+    /// stands for one (`"a""b"` is `a"b`, `'it''s'` is `it's`). PostgreSQL's
+    /// forms are decoded too: `$tag$…$tag$` loses its tags, `E'…'` its
+    /// backslash escapes, `U&'…'`/`U&"…"` their `\XXXX`/`\+XXXXXX` escapes
+    /// (with the default escape character; a `UESCAPE` clause is a separate
+    /// token and not applied), `N'…'` its prefix. Other tokens are returned
+    /// as written.
     #[must_use]
     pub fn unquoted(&self) -> Cow<'a, str> {
-        let quote = match (self.kind, self.text.as_bytes().first()) {
-            (TokenKind::String, _) => "'",
+        let text = self.text;
+        let bytes = text.as_bytes();
+        let quote = match (self.kind, bytes.first()) {
+            (TokenKind::String, Some(b'\'')) => "'",
+            (TokenKind::String, Some(b'$')) => {
+                let tag = text[1..].find('$').map_or(text.len(), |i| i + 2);
+                let inner = text.get(tag..text.len().saturating_sub(tag));
+                return Cow::Borrowed(inner.unwrap_or(""));
+            }
+            (TokenKind::String, Some(b'e' | b'E')) => {
+                return Cow::Owned(unescape_backslashes(inner_of(text, 2)));
+            }
+            (TokenKind::String, Some(b'n' | b'N')) => {
+                return undouble(inner_of(text, 2), "'");
+            }
+            (TokenKind::String | TokenKind::QuotedIdentifier, Some(b'u' | b'U')) => {
+                let quote = if self.kind == TokenKind::String {
+                    "'"
+                } else {
+                    "\""
+                };
+                let inner = undouble(inner_of(text, 3), quote);
+                return match unescape_unicode(&inner) {
+                    Some(decoded) => Cow::Owned(decoded),
+                    None => inner,
+                };
+            }
             (TokenKind::QuotedIdentifier, Some(b'"')) => "\"",
             (TokenKind::QuotedIdentifier, Some(b'`')) => "`",
             (TokenKind::QuotedIdentifier, Some(b'[')) => {
-                let inner = self.text.len().saturating_sub(1);
-                return Cow::Borrowed(self.text.get(1..inner).unwrap_or(""));
+                return Cow::Borrowed(inner_of(text, 1));
             }
-            _ => return Cow::Borrowed(self.text),
+            _ => return Cow::Borrowed(text),
         };
-        let inner = self
-            .text
-            .get(1..self.text.len().saturating_sub(1))
-            .unwrap_or("");
-        let doubled = quote.repeat(2);
-        if inner.contains(&doubled) {
-            Cow::Owned(inner.replace(&doubled, quote))
-        } else {
-            Cow::Borrowed(inner)
+        undouble(inner_of(text, 1), quote)
+    }
+}
+
+/// The text between a `prefix`-byte opening (prefix and quote) and the
+/// one-byte closing quote.
+fn inner_of(text: &str, open: usize) -> &str {
+    text.get(open..text.len().saturating_sub(1)).unwrap_or("")
+}
+
+/// `inner` with each doubled `quote` standing for one.
+fn undouble<'a>(inner: &'a str, quote: &str) -> Cow<'a, str> {
+    let doubled = quote.repeat(2);
+    if inner.contains(&doubled) {
+        Cow::Owned(inner.replace(&doubled, quote))
+    } else {
+        Cow::Borrowed(inner)
+    }
+}
+
+/// Decodes the body of a PostgreSQL `E'…'` string: `''`, `\b \f \n \r \t`,
+/// octal `\o`, `\oo`, `\ooo`, `\xh`, `\xhh`, `\uXXXX`, `\UXXXXXXXX`, and
+/// `\c` for any other `c`. Escapes that do not form a character are kept
+/// as written (PostgreSQL would reject them; this is only for display and
+/// comparisons).
+fn unescape_backslashes(inner: &str) -> String {
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                // `''` inside the literal stands for one quote.
+                chars.next_if_eq(&'\'');
+                out.push('\'');
+            }
+            '\\' => {
+                let Some(e) = chars.next() else {
+                    out.push('\\');
+                    break;
+                };
+                let mut number = |radix: u32, max: usize, first: Option<char>| {
+                    let mut digits = String::new();
+                    digits.extend(first);
+                    while digits.len() < max {
+                        match chars.next_if(|d| d.is_digit(radix)) {
+                            Some(d) => digits.push(d),
+                            None => break,
+                        }
+                    }
+                    u32::from_str_radix(&digits, radix)
+                        .ok()
+                        .and_then(char::from_u32)
+                };
+                let decoded = match e {
+                    'b' => Some('\u{8}'),
+                    'f' => Some('\u{c}'),
+                    'n' => Some('\n'),
+                    'r' => Some('\r'),
+                    't' => Some('\t'),
+                    '0'..='7' => number(8, 3, Some(e)),
+                    'x' => number(16, 2, None),
+                    'u' => number(16, 4, None),
+                    'U' => number(16, 8, None),
+                    other => Some(other),
+                };
+                match decoded {
+                    Some(d) => out.push(d),
+                    None => {
+                        out.push('\\');
+                        out.push(e);
+                    }
+                }
+            }
+            other => out.push(other),
         }
     }
+    out
+}
+
+/// Decodes `\XXXX`, `\+XXXXXX` and `\\` in a `U&` literal's body; `None`
+/// when an escape is malformed.
+fn unescape_unicode(inner: &str) -> Option<String> {
+    if !inner.contains('\\') {
+        return None;
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut rest = inner;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        let (len, skip) = if rest.starts_with('\\') {
+            out.push('\\');
+            rest = &rest[1..];
+            continue;
+        } else if rest.starts_with('+') {
+            (6, 1)
+        } else {
+            (4, 0)
+        };
+        let hex = rest.get(skip..skip + len)?;
+        let c = u32::from_str_radix(hex, 16).ok().and_then(char::from_u32)?;
+        out.push(c);
+        rest = &rest[skip + len..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// What went wrong while tokenizing.
@@ -106,8 +263,11 @@ pub enum LexErrorKind {
     /// `:`, `@`, `$` or `#` without a name, or an unclosed `$name(…`.
     MalformedParameter,
     /// A character SQLite's tokenizer rejects (`^`, `{`, lone `!`, vertical
-    /// tab, NUL, other control characters).
+    /// tab, NUL, other control characters), or PostgreSQL's (`{`, `\\`
+    /// outside a string, NUL, control characters).
     UnexpectedCharacter,
+    /// PostgreSQL: a zero-length quoted identifier `""`.
+    EmptyQuotedIdentifier,
 }
 
 /// A tokenizer error and the byte offset of the token where it starts.
@@ -129,6 +289,7 @@ impl fmt::Display for LexError {
             LexErrorKind::MalformedNumber => "malformed number",
             LexErrorKind::MalformedParameter => "malformed parameter",
             LexErrorKind::UnexpectedCharacter => "unexpected character",
+            LexErrorKind::EmptyQuotedIdentifier => "zero-length quoted identifier",
         };
         write!(f, "{what} at byte {}", self.offset)
     }
@@ -145,12 +306,12 @@ fn is_space(c: u8) -> bool {
 /// First character of an identifier: ASCII letter, `_`, or any non-ASCII
 /// byte (SQLite treats every byte >= 0x80 as an identifier character, so a
 /// word always ends on a UTF-8 character boundary).
-fn is_id_start(c: u8) -> bool {
+pub(super) fn is_id_start(c: u8) -> bool {
     c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
 }
 
 /// Later characters of an identifier: also digits and `$`.
-fn is_id_char(c: u8) -> bool {
+pub(super) fn is_id_char(c: u8) -> bool {
     is_id_start(c) || c.is_ascii_digit() || c == b'$'
 }
 
