@@ -124,13 +124,63 @@
 //!
 //! [`Resumability::table`] holds the name to look up: the unqualified table
 //! name, which is also what the `integer_primary_key` callback receives.
+//!
+//! # PostgreSQL
+//!
+//! [`assess_resumability_in`] with [`Dialect::Postgres`] reads the query with
+//! PostgreSQL's lexical rules ([`crate::core::sql::postgres`]: dollar quotes,
+//! `E'…'`, `U&'…'`, `::`, `$1`, nested comments) and its name rules (unquoted
+//! identifiers fold to lower case, quoted ones are exact; string literals are
+//! never names). The unique key is the table's primary key, which the caller
+//! supplies through the `primary_key` callback. A query is resumable when it
+//! is a single plain `SELECT` from one table, as for SQLite, and its
+//! `ORDER BY` is absent (the server orders by the key) or exactly the key
+//! columns in key order, each optionally qualified and optionally `ASC`
+//! (`DESC`, `NULLS …`, `COLLATE`, `USING`, ordinals and expressions are
+//! refused). The reasons and their precedence:
+//!
+//! 1. `parse_error` (lexical), 2. `multiple_statements`, 3. `not_a_select`
+//!    (also `TABLE t` and `VALUES`), 4. `parse_error` (parentheses),
+//!    5. `common_table_expression` / `not_a_select` for `WITH`,
+//!    6. `set_operation`, 7. `parse_error` (a malformed select, or a column
+//!    alias list `FROM t AS x(a, b)`, which renames the key), 8.
+//!    `not_a_select` for `SELECT … INTO`, 9. `no_table`, 10. `join` (also
+//!    `LATERAL` next to another item), 11. `derived_table` (also a lone
+//!    `LATERAL (…)`), 12. `table_valued_function` (a function or
+//!    `ROWS FROM (…)` in `FROM`), 13. `table_sample`, 14. `group_by`,
+//!    15. `having`, 16. `aggregate` (PostgreSQL's aggregates, `min`/`max`
+//!    always, any call with `WITHIN GROUP`), 17. `window_function`,
+//!    18. `set_returning_function` (`unnest(…)`, `generate_series(…)`, … in
+//!    the select list: each repeats the key), 19. `distinct` (also
+//!    `DISTINCT ON`), 20. `locking_clause` (`FOR UPDATE`, `FOR NO KEY
+//!    UPDATE`, `FOR SHARE`, `FOR KEY SHARE`), 21. `no_primary_key` (the
+//!    callback answers `None` or an empty key), 22. `order_by_not_primary_key`,
+//!    23. `non_deterministic` (`now()`, `random()`, `CURRENT_TIMESTAMP`,
+//!    `LOCALTIME`, `nextval(…)`, `gen_random_uuid()`, `'now'`/`'today'` cast
+//!    to a date/time type, `age(x)`, … — each resume runs in a new
+//!    transaction, so even `now()` moves).
+//!
+//! `LIMIT`, `OFFSET` and `FETCH FIRST` set [`Resumability::has_limit`].
+//! [`Resumability::schema`] is the qualifying schema, and
+//! [`Resumability::order_by_key`] says whether the query carries its own key
+//! `ORDER BY`. What the caller still has to check: that the table is a
+//! plain or partitioned table (not a view, and not an inheritance parent
+//! whose children share no key; `ONLY t` avoids the children), that
+//! user-defined functions in the select list return one row (a user-defined
+//! set-returning function is not recognised) and are deterministic, and that
+//! `standard_conforming_strings` is on (the default; otherwise `'…\'…'`
+//! would be read differently by PostgreSQL).
 
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
 // The tokenizer lives in `core::sql`; these paths stay for existing callers.
-pub use crate::core::sql::tokenizer::{tokenize, LexError, LexErrorKind, Token, TokenKind};
+pub use crate::core::sql::tokenizer::{
+    tokenize, tokenize_in, Dialect, LexError, LexErrorKind, Token, TokenKind,
+};
+
+mod postgres;
 
 /// Why a query is not resumable: a stable snake_case code sent to clients as
 /// `open.reason` (PROTOCOL.md §2.5).
@@ -176,11 +226,25 @@ pub enum NotResumableReason {
     /// `non_deterministic`: the query calls something whose value changes
     /// from run to run (`random()`, `CURRENT_TIMESTAMP`, `datetime('now')`).
     NonDeterministic,
+    /// `no_primary_key` (PostgreSQL): the table has no primary key the
+    /// schema callback knows of, so there is no unique key to order by.
+    NoPrimaryKey,
+    /// `order_by_not_primary_key` (PostgreSQL): `ORDER BY` something other
+    /// than exactly the primary key columns, in order, ascending.
+    OrderByNotPrimaryKey,
+    /// `locking_clause` (PostgreSQL): `FOR UPDATE`, `FOR SHARE`, ….
+    LockingClause,
+    /// `table_sample` (PostgreSQL): the table is read with `TABLESAMPLE`.
+    TableSample,
+    /// `set_returning_function` (PostgreSQL): a set-returning function such
+    /// as `unnest(…)` or `generate_series(…)` in the select list, which
+    /// repeats the key.
+    SetReturningFunction,
 }
 
 impl NotResumableReason {
     /// Every reason, in declaration order.
-    pub const ALL: [NotResumableReason; 16] = [
+    pub const ALL: [NotResumableReason; 21] = [
         Self::NotASelect,
         Self::MultipleStatements,
         Self::SetOperation,
@@ -197,6 +261,11 @@ impl NotResumableReason {
         Self::ParseError,
         Self::TableValuedFunction,
         Self::NonDeterministic,
+        Self::NoPrimaryKey,
+        Self::OrderByNotPrimaryKey,
+        Self::LockingClause,
+        Self::TableSample,
+        Self::SetReturningFunction,
     ];
 
     /// The stable snake_case code, identical to the serde representation.
@@ -219,6 +288,11 @@ impl NotResumableReason {
             Self::ParseError => "parse_error",
             Self::TableValuedFunction => "table_valued_function",
             Self::NonDeterministic => "non_deterministic",
+            Self::NoPrimaryKey => "no_primary_key",
+            Self::OrderByNotPrimaryKey => "order_by_not_primary_key",
+            Self::LockingClause => "locking_clause",
+            Self::TableSample => "table_sample",
+            Self::SetReturningFunction => "set_returning_function",
         }
     }
 }
@@ -240,9 +314,20 @@ pub struct Resumability {
     /// `FROM` clause was found to name exactly one plain table (also when a
     /// later clause makes the query non-resumable).
     pub table: Option<String>,
-    /// A `LIMIT` (with or without `OFFSET`) is present at the top level of a
-    /// `SELECT` statement (false when the input does not parse).
+    /// A `LIMIT` (with or without `OFFSET`; in PostgreSQL also a lone
+    /// `OFFSET` or `FETCH FIRST`) is present at the top level of a `SELECT`
+    /// statement (false when the input does not parse).
     pub has_limit: bool,
+    /// The schema the table was qualified with (`main` in `main.t`,
+    /// `sales` in `sales.orders` or `db.sales.orders`), unquoted (and, in
+    /// PostgreSQL, case-folded unless quoted); `None` when unqualified or
+    /// when [`Resumability::table`] is `None`.
+    pub schema: Option<String>,
+    /// The query has its own `ORDER BY` on the key (the rowid or integer
+    /// primary key in SQLite, the primary key columns in PostgreSQL). Only
+    /// ever true for a resumable query; when false and resumable, the server
+    /// supplies the key order itself.
+    pub order_by_key: bool,
 }
 
 impl Resumability {
@@ -252,6 +337,8 @@ impl Resumability {
             reason: None,
             table,
             has_limit,
+            schema: None,
+            order_by_key: false,
         }
     }
 
@@ -261,7 +348,17 @@ impl Resumability {
             reason: Some(reason),
             table,
             has_limit,
+            schema: None,
+            order_by_key: false,
         }
+    }
+
+    fn with_source(mut self, schema: Option<String>, order_by_key: bool) -> Self {
+        if self.table.is_some() {
+            self.schema = schema;
+        }
+        self.order_by_key = order_by_key && self.resumable;
+        self
     }
 }
 
@@ -480,6 +577,46 @@ pub fn assess_resumability_with(
     }
 }
 
+/// Classifies `sql` in `dialect`.
+///
+/// `primary_key(table)` answers the table's primary key columns, in key
+/// order, as the database spells them (PostgreSQL: exact, case-sensitive
+/// names), or `None` when the table has none; it receives the unquoted table
+/// name without its schema (PostgreSQL: case-folded unless quoted, as
+/// [`Resumability::table`]). It is called at most once, and only for a single
+/// plain table that passed every earlier check.
+///
+/// - [`Dialect::Sqlite`]: [`assess_resumability_with`], with a single-column
+///   key taken as the `INTEGER PRIMARY KEY` (a `None` or multi-column key
+///   leaves only the rowid names).
+/// - [`Dialect::Postgres`]: see the PostgreSQL section of the module
+///   documentation.
+///
+/// ```
+/// # use rowstream::core::resumable::{assess_resumability_in, Dialect, NotResumableReason};
+/// let pk = |t: &str| (t == "events").then(|| vec!["id".to_string()]);
+/// let r = assess_resumability_in("SELECT * FROM app.Events WHERE kind = $1", Dialect::Postgres, &pk);
+/// assert!(r.resumable && !r.order_by_key);
+/// assert_eq!((r.schema.as_deref(), r.table.as_deref()), (Some("app"), Some("events")));
+///
+/// let r = assess_resumability_in("SELECT * FROM events ORDER BY id DESC", Dialect::Postgres, &pk);
+/// assert_eq!(r.reason, Some(NotResumableReason::OrderByNotPrimaryKey));
+/// ```
+#[must_use]
+pub fn assess_resumability_in(
+    sql: &str,
+    dialect: Dialect,
+    primary_key: &dyn Fn(&str) -> Option<Vec<String>>,
+) -> Resumability {
+    match dialect {
+        Dialect::Sqlite => assess_resumability_with(sql, &|table| match primary_key(table) {
+            Some(mut key) if key.len() == 1 => key.pop(),
+            _ => None,
+        }),
+        Dialect::Postgres => postgres::assess(sql, primary_key),
+    }
+}
+
 fn classify_statement(
     toks: &[Token<'_>],
     integer_primary_key: &dyn Fn(&str) -> Option<String>,
@@ -490,7 +627,7 @@ fn classify_statement(
     if !is_with && !is_select {
         return Resumability::no(R::NotASelect, None, false);
     }
-    let Some(st) = Statement::new(toks) else {
+    let Some(st) = Statement::new(toks, Dialect::Sqlite) else {
         return Resumability::no(R::ParseError, None, false);
     };
     let has_limit = st
@@ -521,9 +658,13 @@ fn classify_statement(
         Some(FromShape::TableFunction) => {
             return Resumability::no(R::TableValuedFunction, None, has_limit)
         }
+        Some(FromShape::TableSample(_)) => {
+            return Resumability::no(R::TableSample, None, has_limit)
+        }
         Some(FromShape::Table(source)) => source,
     };
     let table = Some(source.name.clone());
+    let own_order = core.order_by.is_some();
     let calls = st.scan_own_scope();
     let reason = if core.group_by {
         Some(R::GroupBy)
@@ -545,10 +686,11 @@ fn classify_statement(
     } else {
         None
     };
-    match reason {
+    let verdict = match reason {
         Some(reason) => Resumability::no(reason, table, has_limit),
         None => Resumability::yes(table, has_limit),
-    }
+    };
+    verdict.with_source(source.schema, own_order)
 }
 
 /// The single plain table of a `FROM` clause.
@@ -566,12 +708,18 @@ enum FromShape {
     Join,
     Derived,
     TableFunction,
+    /// PostgreSQL: a table read with `TABLESAMPLE`.
+    TableSample(TableSource),
 }
 
 /// The clauses of one select core, as token index ranges of their bodies.
 #[derive(Debug)]
 struct Core {
     distinct: bool,
+    /// PostgreSQL: a `FOR UPDATE`/`FOR SHARE`/… clause.
+    locking: bool,
+    /// PostgreSQL: `SELECT … INTO new_table` (creates a table).
+    into: bool,
     list: Range<usize>,
     from: Option<FromShape>,
     group_by: bool,
@@ -585,6 +733,8 @@ struct Core {
 struct Calls {
     aggregate: bool,
     window: bool,
+    /// PostgreSQL: a known set-returning function is called.
+    set_returning: bool,
 }
 
 /// The clauses of a select core, in the only order SQLite accepts them.
@@ -602,13 +752,14 @@ enum Clause {
 /// One statement's tokens with their parentheses matched.
 struct Statement<'s, 'a> {
     toks: &'s [Token<'a>],
+    dialect: Dialect,
     /// For each `(`, the index of its `)`; unused elsewhere.
     close: Vec<usize>,
 }
 
 impl<'s, 'a> Statement<'s, 'a> {
     /// Matches parentheses; `None` when they are unbalanced.
-    fn new(toks: &'s [Token<'a>]) -> Option<Self> {
+    fn new(toks: &'s [Token<'a>], dialect: Dialect) -> Option<Self> {
         let mut close = vec![0; toks.len()];
         let mut open = Vec::new();
         for (i, t) in toks.iter().enumerate() {
@@ -618,7 +769,11 @@ impl<'s, 'a> Statement<'s, 'a> {
                 _ => {}
             }
         }
-        open.is_empty().then_some(Self { toks, close })
+        open.is_empty().then_some(Self {
+            toks,
+            dialect,
+            close,
+        })
     }
 
     fn tok(&self, i: usize) -> Option<&Token<'a>> {
@@ -669,11 +824,20 @@ impl<'s, 'a> Statement<'s, 'a> {
 
     /// A name usable as an identifier: a non-reserved word or a quoted
     /// identifier.
+    ///
+    /// PostgreSQL folds an unquoted identifier to lower case, so there the
+    /// word comes back folded; SQLite names compare case-insensitively and
+    /// come back as written.
     fn identifier(&self, i: usize) -> Option<Cow<'a, str>> {
         let t = self.tok(i)?;
-        match t.kind {
-            TokenKind::Word if !is_reserved(t.text) => Some(Cow::Borrowed(t.text)),
-            TokenKind::QuotedIdentifier => Some(t.unquoted()),
+        match (t.kind, self.dialect) {
+            (TokenKind::Word, Dialect::Sqlite) if !is_reserved(t.text) => {
+                Some(Cow::Borrowed(t.text))
+            }
+            (TokenKind::Word, Dialect::Postgres) if !postgres::is_reserved(t.text) => {
+                Some(postgres::fold(t.text))
+            }
+            (TokenKind::QuotedIdentifier, _) => Some(t.unquoted()),
             _ => None,
         }
     }
@@ -683,7 +847,7 @@ impl<'s, 'a> Statement<'s, 'a> {
     fn name(&self, i: usize) -> Option<Cow<'a, str>> {
         let t = self.tok(i)?;
         match t.kind {
-            TokenKind::String => Some(t.unquoted()),
+            TokenKind::String if self.dialect == Dialect::Sqlite => Some(t.unquoted()),
             _ => self.identifier(i),
         }
     }
@@ -753,10 +917,13 @@ impl<'s, 'a> Statement<'s, 'a> {
             }
         }
         let verb = self.tok(i)?;
+        let others = match self.dialect {
+            Dialect::Sqlite => NON_SELECT_VERBS,
+            Dialect::Postgres => postgres::NON_SELECT_VERBS,
+        };
         if verb.is_keyword("SELECT") {
             Some(true)
-        } else if verb.kind == TokenKind::Word && contains_ignore_case(NON_SELECT_VERBS, verb.text)
-        {
+        } else if verb.kind == TokenKind::Word && contains_ignore_case(others, verb.text) {
             Some(false)
         } else {
             None
@@ -780,11 +947,18 @@ impl<'s, 'a> Statement<'s, 'a> {
     /// Splits a single select (no set operation) into its clauses.
     fn parse_core(&self) -> Option<Core> {
         let n = self.toks.len();
+        let pg = self.dialect == Dialect::Postgres;
         let mut i = 1;
         let mut distinct = false;
+        let mut locking = false;
+        let mut into = false;
         if self.keyword(i, "DISTINCT") {
             distinct = true;
             i += 1;
+            // PostgreSQL's `DISTINCT ON (expr, …)`.
+            if pg && self.keyword(i, "ON") && self.kind(i + 1) == Some(TokenKind::LeftParen) {
+                i = self.next(i + 1);
+            }
         } else if self.keyword(i, "ALL") {
             i += 1;
         }
@@ -809,6 +983,34 @@ impl<'s, 'a> Statement<'s, 'a> {
                 }
                 if t.is_keyword("SELECT") || t.is_keyword("VALUES") {
                     return None;
+                }
+                if pg {
+                    // `agg(…) WITHIN GROUP (ORDER BY …)` is part of a call.
+                    // … as is `ROWS FROM (…)` in a FROM clause.
+                    let pair = (t.is_keyword("WITHIN") && self.keyword(j + 1, "GROUP"))
+                        || (t.is_keyword("ROWS") && self.keyword(j + 1, "FROM"));
+                    if pair {
+                        j += 2;
+                        continue;
+                    }
+                    if t.is_keyword("INTO") {
+                        into = true;
+                    }
+                    let lock = t.is_keyword("FOR")
+                        && ["UPDATE", "SHARE", "NO", "KEY"]
+                            .iter()
+                            .any(|k| self.keyword(j + 1, k));
+                    locking |= lock;
+                    // LIMIT, OFFSET, FETCH and locking clauses come in any
+                    // order after ORDER BY; the first of them starts the tail.
+                    let tail = lock || ["LIMIT", "OFFSET", "FETCH"].iter().any(|k| t.is_keyword(k));
+                    if tail {
+                        if !clauses.last().is_some_and(|&(c, _, _)| c == Clause::Limit) {
+                            clauses.push((Clause::Limit, j, j + 1));
+                        }
+                        j += 1;
+                        continue;
+                    }
                 }
                 let clause = if t.is_keyword("FROM") {
                     Some(Clause::From)
@@ -848,11 +1050,14 @@ impl<'s, 'a> Statement<'s, 'a> {
         }
 
         let list_end = clauses.first().map_or(n, |&(_, kw, _)| kw);
-        if list_start >= list_end {
+        // PostgreSQL accepts an empty select list (`SELECT FROM t`).
+        if list_start >= list_end && !pg {
             return None;
         }
         let mut core = Core {
             distinct,
+            locking,
+            into,
             list: list_start..list_end,
             from: None,
             group_by: false,
@@ -866,7 +1071,12 @@ impl<'s, 'a> Statement<'s, 'a> {
                 return None;
             }
             match clause {
-                Clause::From => core.from = Some(self.parse_from(body..end)?),
+                Clause::From => {
+                    core.from = Some(match self.dialect {
+                        Dialect::Sqlite => self.parse_from(body..end)?,
+                        Dialect::Postgres => self.parse_from_postgres(body..end)?,
+                    });
+                }
                 Clause::GroupBy => core.group_by = true,
                 Clause::Having => core.having = true,
                 Clause::Window => core.window = true,
@@ -979,6 +1189,13 @@ impl<'s, 'a> Statement<'s, 'a> {
             if self.is_aggregate_call(i) {
                 calls.aggregate = true;
             }
+            if self.dialect == Dialect::Postgres
+                && self
+                    .call_name(i)
+                    .is_some_and(|name| contains_ignore_case(postgres::SET_RETURNING, &name))
+            {
+                calls.set_returning = true;
+            }
             i += 1;
         }
         calls
@@ -990,11 +1207,23 @@ impl<'s, 'a> Statement<'s, 'a> {
         let Some(name) = self.call_name(i) else {
             return false;
         };
-        if !contains_ignore_case(AGGREGATES, &name) {
+        let open = i + 1;
+        let pg = self.dialect == Dialect::Postgres;
+        // Only ordered-set aggregates take `WITHIN GROUP`, whatever their name.
+        if pg && self.keyword(self.next(open), "WITHIN") {
+            return true;
+        }
+        let known = match self.dialect {
+            Dialect::Sqlite => AGGREGATES,
+            Dialect::Postgres => postgres::AGGREGATES,
+        };
+        if !contains_ignore_case(known, &name) {
             return false;
         }
-        let open = i + 1;
-        let scalar_min_max = (name.eq_ignore_ascii_case("min") || name.eq_ignore_ascii_case("max"))
+        // SQLite's two-or-more-argument `min`/`max` are scalar functions
+        // (PostgreSQL spells those `least`/`greatest`).
+        let scalar_min_max = !pg
+            && (name.eq_ignore_ascii_case("min") || name.eq_ignore_ascii_case("max"))
             && self.arguments(open).len() >= 2;
         let mut after = self.next(open);
         if self.keyword(after, "FILTER") && self.kind(after + 1) == Some(TokenKind::LeftParen) {
@@ -1061,6 +1290,9 @@ impl<'s, 'a> Statement<'s, 'a> {
     /// Whether anything in the statement, subqueries included, reads the
     /// clock or a random source.
     fn is_non_deterministic(&self) -> bool {
+        if self.dialect == Dialect::Postgres {
+            return self.is_non_deterministic_postgres();
+        }
         (0..self.toks.len()).any(|i| {
             if self.tok(i).is_some_and(|t| {
                 t.kind == TokenKind::Word && contains_ignore_case(CLOCK_KEYWORDS, t.text)
@@ -1201,7 +1433,11 @@ mod tests {
     #[test]
     fn reports_table_and_limit() {
         let r = assess_resumability("SELECT * FROM main.\"Big Table\" AS b LIMIT 10 OFFSET 5");
-        assert_eq!(r, Resumability::yes(Some("Big Table".into()), true));
+        assert_eq!(
+            r,
+            Resumability::yes(Some("Big Table".into()), true)
+                .with_source(Some("main".into()), false)
+        );
         let r = assess_resumability("SELECT a FROM t GROUP BY a LIMIT 3");
         assert_eq!(
             r,
