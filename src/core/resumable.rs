@@ -1005,7 +1005,7 @@ impl<'s, 'a> Statement<'s, 'a> {
                     // order after ORDER BY; the first of them starts the tail.
                     let tail = lock || ["LIMIT", "OFFSET", "FETCH"].iter().any(|k| t.is_keyword(k));
                     if tail {
-                        if !clauses.last().is_some_and(|&(c, _, _)| c == Clause::Limit) {
+                        if clauses.last().is_none_or(|&(c, _, _)| c != Clause::Limit) {
                             clauses.push((Clause::Limit, j, j + 1));
                         }
                         j += 1;
