@@ -20,4 +20,5 @@ pub mod lease;
 pub mod producer;
 pub mod protocol;
 pub mod resumable;
+pub mod sql;
 pub mod token;

@@ -11,11 +11,8 @@
 //! the caller can tell us its name).
 //!
 //! The module ships in the browser wasm module, so it brings no SQL parser:
-//! [`tokenize`] is a small tokenizer for SQLite's dialect that follows
-//! SQLite's own `tokenize.c` (string literals with `''` escapes, `"…"`,
-//! `` `…` `` and `[…]` identifiers, `x'…'` blobs, numbers with `_`
-//! separators, `--` and `/* */` comments, parameters `?`, `?NNN`, `:name`,
-//! `@name`, `$name`), and the classifier works on its tokens, tracking
+//! the classifier works on the tokens of [`crate::core::sql::tokenizer`]
+//! (re-exported here as [`tokenize`], [`Token`], [`TokenKind`]), tracking
 //! parentheses, never on substrings. Keywords inside literals, quoted
 //! identifiers and comments therefore never count, and nothing inside a
 //! subquery (`(SELECT …)`, `(WITH …)`, `(VALUES …)`) counts as part of the
@@ -127,10 +124,63 @@
 //!
 //! [`Resumability::table`] holds the name to look up: the unqualified table
 //! name, which is also what the `integer_primary_key` callback receives.
+//!
+//! # PostgreSQL
+//!
+//! [`assess_resumability_in`] with [`Dialect::Postgres`] reads the query with
+//! PostgreSQL's lexical rules ([`crate::core::sql::postgres`]: dollar quotes,
+//! `E'…'`, `U&'…'`, `::`, `$1`, nested comments) and its name rules (unquoted
+//! identifiers fold to lower case, quoted ones are exact; string literals are
+//! never names). The unique key is the table's primary key, which the caller
+//! supplies through the `primary_key` callback. A query is resumable when it
+//! is a single plain `SELECT` from one table, as for SQLite, and its
+//! `ORDER BY` is absent (the server orders by the key) or exactly the key
+//! columns in key order, each optionally qualified and optionally `ASC`
+//! (`DESC`, `NULLS …`, `COLLATE`, `USING`, ordinals and expressions are
+//! refused). The reasons and their precedence:
+//!
+//! 1. `parse_error` (lexical), 2. `multiple_statements`, 3. `not_a_select`
+//!    (also `TABLE t` and `VALUES`), 4. `parse_error` (parentheses),
+//!    5. `common_table_expression` / `not_a_select` for `WITH`,
+//!    6. `set_operation`, 7. `parse_error` (a malformed select, or a column
+//!    alias list `FROM t AS x(a, b)`, which renames the key), 8.
+//!    `not_a_select` for `SELECT … INTO`, 9. `no_table`, 10. `join` (also
+//!    `LATERAL` next to another item), 11. `derived_table` (also a lone
+//!    `LATERAL (…)`), 12. `table_valued_function` (a function or
+//!    `ROWS FROM (…)` in `FROM`), 13. `table_sample`, 14. `group_by`,
+//!    15. `having`, 16. `aggregate` (PostgreSQL's aggregates, `min`/`max`
+//!    always, any call with `WITHIN GROUP`), 17. `window_function`,
+//!    18. `set_returning_function` (`unnest(…)`, `generate_series(…)`, … in
+//!    the select list: each repeats the key), 19. `distinct` (also
+//!    `DISTINCT ON`), 20. `locking_clause` (`FOR UPDATE`, `FOR NO KEY
+//!    UPDATE`, `FOR SHARE`, `FOR KEY SHARE`), 21. `no_primary_key` (the
+//!    callback answers `None` or an empty key), 22. `order_by_not_primary_key`,
+//!    23. `non_deterministic` (`now()`, `random()`, `CURRENT_TIMESTAMP`,
+//!    `LOCALTIME`, `nextval(…)`, `gen_random_uuid()`, `'now'`/`'today'` cast
+//!    to a date/time type, `age(x)`, … — each resume runs in a new
+//!    transaction, so even `now()` moves).
+//!
+//! `LIMIT`, `OFFSET` and `FETCH FIRST` set [`Resumability::has_limit`].
+//! [`Resumability::schema`] is the qualifying schema, and
+//! [`Resumability::order_by_key`] says whether the query carries its own key
+//! `ORDER BY`. What the caller still has to check: that the table is a
+//! plain or partitioned table (not a view, and not an inheritance parent
+//! whose children share no key; `ONLY t` avoids the children), that
+//! user-defined functions in the select list return one row (a user-defined
+//! set-returning function is not recognised) and are deterministic, and that
+//! `standard_conforming_strings` is on (the default; otherwise `'…\'…'`
+//! would be read differently by PostgreSQL).
 
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
+
+// The tokenizer lives in `core::sql`; these paths stay for existing callers.
+pub use crate::core::sql::tokenizer::{
+    tokenize, tokenize_in, Dialect, LexError, LexErrorKind, Token, TokenKind,
+};
+
+mod postgres;
 
 /// Why a query is not resumable: a stable snake_case code sent to clients as
 /// `open.reason` (PROTOCOL.md §2.5).
@@ -176,11 +226,25 @@ pub enum NotResumableReason {
     /// `non_deterministic`: the query calls something whose value changes
     /// from run to run (`random()`, `CURRENT_TIMESTAMP`, `datetime('now')`).
     NonDeterministic,
+    /// `no_primary_key` (PostgreSQL): the table has no primary key the
+    /// schema callback knows of, so there is no unique key to order by.
+    NoPrimaryKey,
+    /// `order_by_not_primary_key` (PostgreSQL): `ORDER BY` something other
+    /// than exactly the primary key columns, in order, ascending.
+    OrderByNotPrimaryKey,
+    /// `locking_clause` (PostgreSQL): `FOR UPDATE`, `FOR SHARE`, ….
+    LockingClause,
+    /// `table_sample` (PostgreSQL): the table is read with `TABLESAMPLE`.
+    TableSample,
+    /// `set_returning_function` (PostgreSQL): a set-returning function such
+    /// as `unnest(…)` or `generate_series(…)` in the select list, which
+    /// repeats the key.
+    SetReturningFunction,
 }
 
 impl NotResumableReason {
     /// Every reason, in declaration order.
-    pub const ALL: [NotResumableReason; 16] = [
+    pub const ALL: [NotResumableReason; 21] = [
         Self::NotASelect,
         Self::MultipleStatements,
         Self::SetOperation,
@@ -197,6 +261,11 @@ impl NotResumableReason {
         Self::ParseError,
         Self::TableValuedFunction,
         Self::NonDeterministic,
+        Self::NoPrimaryKey,
+        Self::OrderByNotPrimaryKey,
+        Self::LockingClause,
+        Self::TableSample,
+        Self::SetReturningFunction,
     ];
 
     /// The stable snake_case code, identical to the serde representation.
@@ -219,6 +288,11 @@ impl NotResumableReason {
             Self::ParseError => "parse_error",
             Self::TableValuedFunction => "table_valued_function",
             Self::NonDeterministic => "non_deterministic",
+            Self::NoPrimaryKey => "no_primary_key",
+            Self::OrderByNotPrimaryKey => "order_by_not_primary_key",
+            Self::LockingClause => "locking_clause",
+            Self::TableSample => "table_sample",
+            Self::SetReturningFunction => "set_returning_function",
         }
     }
 }
@@ -240,9 +314,20 @@ pub struct Resumability {
     /// `FROM` clause was found to name exactly one plain table (also when a
     /// later clause makes the query non-resumable).
     pub table: Option<String>,
-    /// A `LIMIT` (with or without `OFFSET`) is present at the top level of a
-    /// `SELECT` statement (false when the input does not parse).
+    /// A `LIMIT` (with or without `OFFSET`; in PostgreSQL also a lone
+    /// `OFFSET` or `FETCH FIRST`) is present at the top level of a `SELECT`
+    /// statement (false when the input does not parse).
     pub has_limit: bool,
+    /// The schema the table was qualified with (`main` in `main.t`,
+    /// `sales` in `sales.orders` or `db.sales.orders`), unquoted (and, in
+    /// PostgreSQL, case-folded unless quoted); `None` when unqualified or
+    /// when [`Resumability::table`] is `None`.
+    pub schema: Option<String>,
+    /// The query has its own `ORDER BY` on the key (the rowid or integer
+    /// primary key in SQLite, the primary key columns in PostgreSQL). Only
+    /// ever true for a resumable query; when false and resumable, the server
+    /// supplies the key order itself.
+    pub order_by_key: bool,
 }
 
 impl Resumability {
@@ -252,6 +337,8 @@ impl Resumability {
             reason: None,
             table,
             has_limit,
+            schema: None,
+            order_by_key: false,
         }
     }
 
@@ -261,429 +348,18 @@ impl Resumability {
             reason: Some(reason),
             table,
             has_limit,
+            schema: None,
+            order_by_key: false,
         }
     }
-}
 
-// ---------------------------------------------------------------------------
-// Tokenizer
-// ---------------------------------------------------------------------------
-
-/// The kind of a [`Token`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TokenKind {
-    /// A bare word: a keyword or an unquoted identifier (`SELECT`, `rowid`).
-    Word,
-    /// A quoted identifier: `"…"`, `` `…` `` or `[…]`.
-    QuotedIdentifier,
-    /// A string literal `'…'`.
-    String,
-    /// A blob literal `x'…'`.
-    Blob,
-    /// A numeric literal (`42`, `1.5e3`, `.5`, `0x1F`, `1_000`).
-    Number,
-    /// A bound parameter: `?`, `?NNN`, `:name`, `@name`, `$name`, `#name`.
-    Parameter,
-    /// An operator such as `=`, `<>`, `||`, `->>` or `*`.
-    Operator,
-    /// `(`
-    LeftParen,
-    /// `)`
-    RightParen,
-    /// `,`
-    Comma,
-    /// `.`
-    Dot,
-    /// `;`
-    Semicolon,
-}
-
-/// One token of SQL source; whitespace and comments produce no tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Token<'a> {
-    /// What the token is.
-    pub kind: TokenKind,
-    /// The exact source text, quotes included.
-    pub text: &'a str,
-    /// Byte offset of the token in the source.
-    pub offset: usize,
-}
-
-impl<'a> Token<'a> {
-    /// Whether this is the bare word `keyword` (ASCII case-insensitive).
-    /// Quoted identifiers and literals never match.
-    #[must_use]
-    pub fn is_keyword(&self, keyword: &str) -> bool {
-        self.kind == TokenKind::Word && self.text.eq_ignore_ascii_case(keyword)
-    }
-
-    /// The token's value with quoting removed: quoted identifiers and string
-    /// literals lose their delimiters, and a doubled delimiter inside them
-    /// stands for one (`"a""b"` is `a"b`, `'it''s'` is `it's`). Other tokens
-    /// are returned as written.
-    #[must_use]
-    pub fn unquoted(&self) -> Cow<'a, str> {
-        let quote = match (self.kind, self.text.as_bytes().first()) {
-            (TokenKind::String, _) => "'",
-            (TokenKind::QuotedIdentifier, Some(b'"')) => "\"",
-            (TokenKind::QuotedIdentifier, Some(b'`')) => "`",
-            (TokenKind::QuotedIdentifier, Some(b'[')) => {
-                let inner = self.text.len().saturating_sub(1);
-                return Cow::Borrowed(self.text.get(1..inner).unwrap_or(""));
-            }
-            _ => return Cow::Borrowed(self.text),
-        };
-        let inner = self
-            .text
-            .get(1..self.text.len().saturating_sub(1))
-            .unwrap_or("");
-        let doubled = quote.repeat(2);
-        if inner.contains(&doubled) {
-            Cow::Owned(inner.replace(&doubled, quote))
-        } else {
-            Cow::Borrowed(inner)
+    fn with_source(mut self, schema: Option<String>, order_by_key: bool) -> Self {
+        if self.table.is_some() {
+            self.schema = schema;
         }
+        self.order_by_key = order_by_key && self.resumable;
+        self
     }
-}
-
-/// What went wrong while tokenizing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LexErrorKind {
-    /// A `'…` string literal has no closing quote.
-    UnterminatedString,
-    /// A `"…`, `` `… `` or `[…` identifier has no closing delimiter.
-    UnterminatedQuotedIdentifier,
-    /// A `/* …` comment has no closing `*/`.
-    UnterminatedComment,
-    /// A blob literal is unterminated, has an odd number of digits or a
-    /// non-hex digit.
-    MalformedBlob,
-    /// A number runs into identifier characters (`12abc`, `1e`, `1__0`).
-    MalformedNumber,
-    /// `:`, `@`, `$` or `#` without a name, or an unclosed `$name(…`.
-    MalformedParameter,
-    /// A character SQLite's tokenizer rejects (`^`, `{`, lone `!`, vertical
-    /// tab, NUL, other control characters).
-    UnexpectedCharacter,
-}
-
-/// A tokenizer error and the byte offset of the token where it starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LexError {
-    /// What went wrong.
-    pub kind: LexErrorKind,
-    /// Byte offset of the offending token.
-    pub offset: usize,
-}
-
-impl fmt::Display for LexError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.kind {
-            LexErrorKind::UnterminatedString => "unterminated string literal",
-            LexErrorKind::UnterminatedQuotedIdentifier => "unterminated quoted identifier",
-            LexErrorKind::UnterminatedComment => "unterminated block comment",
-            LexErrorKind::MalformedBlob => "malformed blob literal",
-            LexErrorKind::MalformedNumber => "malformed number",
-            LexErrorKind::MalformedParameter => "malformed parameter",
-            LexErrorKind::UnexpectedCharacter => "unexpected character",
-        };
-        write!(f, "{what} at byte {}", self.offset)
-    }
-}
-
-impl std::error::Error for LexError {}
-
-/// SQLite's whitespace: space, tab, newline, form feed, carriage return.
-/// (Vertical tab is an illegal character to SQLite.)
-fn is_space(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\n' | 0x0c | b'\r')
-}
-
-/// First character of an identifier: ASCII letter, `_`, or any non-ASCII
-/// byte (SQLite treats every byte >= 0x80 as an identifier character, so a
-/// word always ends on a UTF-8 character boundary).
-fn is_id_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
-}
-
-/// Later characters of an identifier: also digits and `$`.
-fn is_id_char(c: u8) -> bool {
-    is_id_start(c) || c.is_ascii_digit() || c == b'$'
-}
-
-/// Splits SQLite SQL into tokens, dropping whitespace and comments.
-///
-/// Follows SQLite's `tokenize.c`; any input SQLite would reject as an
-/// illegal token is an error here, as is an unterminated block comment
-/// (which SQLite tolerates) and a NUL byte.
-///
-/// # Errors
-///
-/// A [`LexError`] for the first token that is unterminated, malformed or
-/// made of characters SQLite does not accept.
-pub fn tokenize(sql: &str) -> Result<Vec<Token<'_>>, LexError> {
-    let bytes = sql.as_bytes();
-    if let Some(offset) = bytes.iter().position(|&b| b == 0) {
-        return Err(LexError {
-            kind: LexErrorKind::UnexpectedCharacter,
-            offset,
-        });
-    }
-    // NUL is excluded above, so 0 unambiguously means "past the end".
-    let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let start = i;
-        let c = at(i);
-        let fail = |kind| LexError {
-            kind,
-            offset: start,
-        };
-        let kind = match c {
-            c if is_space(c) => {
-                i += 1;
-                continue;
-            }
-            b'-' if at(i + 1) == b'-' => {
-                while i < bytes.len() && at(i) != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            b'/' if at(i + 1) == b'*' => {
-                i += 2;
-                loop {
-                    if i >= bytes.len() {
-                        return Err(fail(LexErrorKind::UnterminatedComment));
-                    }
-                    if at(i) == b'*' && at(i + 1) == b'/' {
-                        i += 2;
-                        break;
-                    }
-                    i += 1;
-                }
-                continue;
-            }
-            b'\'' => {
-                i = scan_quoted(bytes, i, b'\'')
-                    .ok_or_else(|| fail(LexErrorKind::UnterminatedString))?;
-                TokenKind::String
-            }
-            b'"' | b'`' => {
-                i = scan_quoted(bytes, i, c)
-                    .ok_or_else(|| fail(LexErrorKind::UnterminatedQuotedIdentifier))?;
-                TokenKind::QuotedIdentifier
-            }
-            b'[' => {
-                let rest = bytes.get(i + 1..).unwrap_or(&[]);
-                let close = rest
-                    .iter()
-                    .position(|&b| b == b']')
-                    .ok_or_else(|| fail(LexErrorKind::UnterminatedQuotedIdentifier))?;
-                i += close + 2;
-                TokenKind::QuotedIdentifier
-            }
-            b'x' | b'X' if at(i + 1) == b'\'' => {
-                i += 2;
-                while at(i).is_ascii_hexdigit() {
-                    i += 1;
-                }
-                if at(i) != b'\'' || (i - start - 2) % 2 != 0 {
-                    return Err(fail(LexErrorKind::MalformedBlob));
-                }
-                i += 1;
-                TokenKind::Blob
-            }
-            b'0'..=b'9' => {
-                i = scan_number(bytes, i).ok_or_else(|| fail(LexErrorKind::MalformedNumber))?;
-                TokenKind::Number
-            }
-            b'.' if at(i + 1).is_ascii_digit() => {
-                i = scan_number(bytes, i).ok_or_else(|| fail(LexErrorKind::MalformedNumber))?;
-                TokenKind::Number
-            }
-            b'.' => {
-                i += 1;
-                TokenKind::Dot
-            }
-            b'(' => {
-                i += 1;
-                TokenKind::LeftParen
-            }
-            b')' => {
-                i += 1;
-                TokenKind::RightParen
-            }
-            b',' => {
-                i += 1;
-                TokenKind::Comma
-            }
-            b';' => {
-                i += 1;
-                TokenKind::Semicolon
-            }
-            b'?' => {
-                i += 1;
-                while at(i).is_ascii_digit() {
-                    i += 1;
-                }
-                TokenKind::Parameter
-            }
-            b':' | b'@' | b'$' | b'#' => {
-                i = scan_named_parameter(bytes, i)
-                    .ok_or_else(|| fail(LexErrorKind::MalformedParameter))?;
-                TokenKind::Parameter
-            }
-            c if is_id_start(c) => {
-                while is_id_char(at(i)) {
-                    i += 1;
-                }
-                TokenKind::Word
-            }
-            b'-' => {
-                i += match (at(i + 1), at(i + 2)) {
-                    (b'>', b'>') => 3,
-                    (b'>', _) => 2,
-                    _ => 1,
-                };
-                TokenKind::Operator
-            }
-            b'=' | b'|' => {
-                i += if at(i + 1) == c { 2 } else { 1 };
-                TokenKind::Operator
-            }
-            b'<' => {
-                i += if matches!(at(i + 1), b'=' | b'>' | b'<') {
-                    2
-                } else {
-                    1
-                };
-                TokenKind::Operator
-            }
-            b'>' => {
-                i += if matches!(at(i + 1), b'=' | b'>') {
-                    2
-                } else {
-                    1
-                };
-                TokenKind::Operator
-            }
-            b'!' if at(i + 1) == b'=' => {
-                i += 2;
-                TokenKind::Operator
-            }
-            b'+' | b'*' | b'/' | b'%' | b'&' | b'~' => {
-                i += 1;
-                TokenKind::Operator
-            }
-            _ => return Err(fail(LexErrorKind::UnexpectedCharacter)),
-        };
-        // Token boundaries are always ASCII bytes or the end of input, hence
-        // char boundaries; `get` keeps that a non-panicking certainty.
-        let text = sql
-            .get(start..i)
-            .ok_or_else(|| fail(LexErrorKind::UnexpectedCharacter))?;
-        tokens.push(Token {
-            kind,
-            text,
-            offset: start,
-        });
-    }
-    Ok(tokens)
-}
-
-/// Scans a literal delimited by `quote` that escapes it by doubling; returns
-/// the index just past the closing quote.
-fn scan_quoted(bytes: &[u8], start: usize, quote: u8) -> Option<usize> {
-    let mut i = start + 1;
-    loop {
-        match bytes.get(i) {
-            None => return None,
-            Some(&b) if b == quote => {
-                if bytes.get(i + 1) == Some(&quote) {
-                    i += 2;
-                } else {
-                    return Some(i + 1);
-                }
-            }
-            Some(_) => i += 1,
-        }
-    }
-}
-
-/// Scans a number as SQLite does (hex, decimal, fraction, exponent, `_`
-/// between digits); a number running into identifier characters is illegal.
-fn scan_number(bytes: &[u8], start: usize) -> Option<usize> {
-    let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
-    let digits = |mut i: usize, hex: bool| {
-        let is_digit = |c: u8| {
-            if hex {
-                c.is_ascii_hexdigit()
-            } else {
-                c.is_ascii_digit()
-            }
-        };
-        loop {
-            if is_digit(at(i)) {
-                i += 1;
-            } else if at(i) == b'_' && is_digit(at(i + 1)) {
-                i += 2;
-            } else {
-                return i;
-            }
-        }
-    };
-    let mut i = start;
-    if at(i) == b'0' && matches!(at(i + 1), b'x' | b'X') && at(i + 2).is_ascii_hexdigit() {
-        i = digits(i + 2, true);
-    } else {
-        i = digits(i, false);
-        if at(i) == b'.' {
-            i = digits(i + 1, false);
-        }
-        if matches!(at(i), b'e' | b'E')
-            && (at(i + 1).is_ascii_digit()
-                || (matches!(at(i + 1), b'+' | b'-') && at(i + 2).is_ascii_digit()))
-        {
-            i = digits(i + 2, false);
-        }
-    }
-    if is_id_char(at(i)) {
-        None
-    } else {
-        Some(i)
-    }
-}
-
-/// Scans `:name`, `@name`, `$name`, `#name`, including SQLite's TCL-style
-/// `$a::b` segments and a `$name(suffix)`.
-fn scan_named_parameter(bytes: &[u8], start: usize) -> Option<usize> {
-    let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
-    let mut i = start + 1;
-    let mut name_len = 0usize;
-    loop {
-        let c = at(i);
-        if is_id_char(c) {
-            name_len += 1;
-            i += 1;
-        } else if c == b'(' && name_len > 0 {
-            i += 1;
-            while i < bytes.len() && !is_space(at(i)) && at(i) != b')' {
-                i += 1;
-            }
-            if at(i) == b')' {
-                i += 1;
-                break;
-            }
-            return None;
-        } else if c == b':' && at(i + 1) == b':' {
-            i += 2;
-        } else {
-            break;
-        }
-    }
-    (name_len > 0).then_some(i)
 }
 
 // ---------------------------------------------------------------------------
@@ -901,6 +577,46 @@ pub fn assess_resumability_with(
     }
 }
 
+/// Classifies `sql` in `dialect`.
+///
+/// `primary_key(table)` answers the table's primary key columns, in key
+/// order, as the database spells them (PostgreSQL: exact, case-sensitive
+/// names), or `None` when the table has none; it receives the unquoted table
+/// name without its schema (PostgreSQL: case-folded unless quoted, as
+/// [`Resumability::table`]). It is called at most once, and only for a single
+/// plain table that passed every earlier check.
+///
+/// - [`Dialect::Sqlite`]: [`assess_resumability_with`], with a single-column
+///   key taken as the `INTEGER PRIMARY KEY` (a `None` or multi-column key
+///   leaves only the rowid names).
+/// - [`Dialect::Postgres`]: see the PostgreSQL section of the module
+///   documentation.
+///
+/// ```
+/// # use rowstream::core::resumable::{assess_resumability_in, Dialect, NotResumableReason};
+/// let pk = |t: &str| (t == "events").then(|| vec!["id".to_string()]);
+/// let r = assess_resumability_in("SELECT * FROM app.Events WHERE kind = $1", Dialect::Postgres, &pk);
+/// assert!(r.resumable && !r.order_by_key);
+/// assert_eq!((r.schema.as_deref(), r.table.as_deref()), (Some("app"), Some("events")));
+///
+/// let r = assess_resumability_in("SELECT * FROM events ORDER BY id DESC", Dialect::Postgres, &pk);
+/// assert_eq!(r.reason, Some(NotResumableReason::OrderByNotPrimaryKey));
+/// ```
+#[must_use]
+pub fn assess_resumability_in(
+    sql: &str,
+    dialect: Dialect,
+    primary_key: &dyn Fn(&str) -> Option<Vec<String>>,
+) -> Resumability {
+    match dialect {
+        Dialect::Sqlite => assess_resumability_with(sql, &|table| match primary_key(table) {
+            Some(mut key) if key.len() == 1 => key.pop(),
+            _ => None,
+        }),
+        Dialect::Postgres => postgres::assess(sql, primary_key),
+    }
+}
+
 fn classify_statement(
     toks: &[Token<'_>],
     integer_primary_key: &dyn Fn(&str) -> Option<String>,
@@ -911,7 +627,7 @@ fn classify_statement(
     if !is_with && !is_select {
         return Resumability::no(R::NotASelect, None, false);
     }
-    let Some(st) = Statement::new(toks) else {
+    let Some(st) = Statement::new(toks, Dialect::Sqlite) else {
         return Resumability::no(R::ParseError, None, false);
     };
     let has_limit = st
@@ -942,9 +658,13 @@ fn classify_statement(
         Some(FromShape::TableFunction) => {
             return Resumability::no(R::TableValuedFunction, None, has_limit)
         }
+        Some(FromShape::TableSample(_)) => {
+            return Resumability::no(R::TableSample, None, has_limit)
+        }
         Some(FromShape::Table(source)) => source,
     };
     let table = Some(source.name.clone());
+    let own_order = core.order_by.is_some();
     let calls = st.scan_own_scope();
     let reason = if core.group_by {
         Some(R::GroupBy)
@@ -966,10 +686,11 @@ fn classify_statement(
     } else {
         None
     };
-    match reason {
+    let verdict = match reason {
         Some(reason) => Resumability::no(reason, table, has_limit),
         None => Resumability::yes(table, has_limit),
-    }
+    };
+    verdict.with_source(source.schema, own_order)
 }
 
 /// The single plain table of a `FROM` clause.
@@ -987,12 +708,18 @@ enum FromShape {
     Join,
     Derived,
     TableFunction,
+    /// PostgreSQL: a table read with `TABLESAMPLE`.
+    TableSample(TableSource),
 }
 
 /// The clauses of one select core, as token index ranges of their bodies.
 #[derive(Debug)]
 struct Core {
     distinct: bool,
+    /// PostgreSQL: a `FOR UPDATE`/`FOR SHARE`/… clause.
+    locking: bool,
+    /// PostgreSQL: `SELECT … INTO new_table` (creates a table).
+    into: bool,
     list: Range<usize>,
     from: Option<FromShape>,
     group_by: bool,
@@ -1006,6 +733,8 @@ struct Core {
 struct Calls {
     aggregate: bool,
     window: bool,
+    /// PostgreSQL: a known set-returning function is called.
+    set_returning: bool,
 }
 
 /// The clauses of a select core, in the only order SQLite accepts them.
@@ -1023,13 +752,14 @@ enum Clause {
 /// One statement's tokens with their parentheses matched.
 struct Statement<'s, 'a> {
     toks: &'s [Token<'a>],
+    dialect: Dialect,
     /// For each `(`, the index of its `)`; unused elsewhere.
     close: Vec<usize>,
 }
 
 impl<'s, 'a> Statement<'s, 'a> {
     /// Matches parentheses; `None` when they are unbalanced.
-    fn new(toks: &'s [Token<'a>]) -> Option<Self> {
+    fn new(toks: &'s [Token<'a>], dialect: Dialect) -> Option<Self> {
         let mut close = vec![0; toks.len()];
         let mut open = Vec::new();
         for (i, t) in toks.iter().enumerate() {
@@ -1039,7 +769,11 @@ impl<'s, 'a> Statement<'s, 'a> {
                 _ => {}
             }
         }
-        open.is_empty().then_some(Self { toks, close })
+        open.is_empty().then_some(Self {
+            toks,
+            dialect,
+            close,
+        })
     }
 
     fn tok(&self, i: usize) -> Option<&Token<'a>> {
@@ -1090,11 +824,20 @@ impl<'s, 'a> Statement<'s, 'a> {
 
     /// A name usable as an identifier: a non-reserved word or a quoted
     /// identifier.
+    ///
+    /// PostgreSQL folds an unquoted identifier to lower case, so there the
+    /// word comes back folded; SQLite names compare case-insensitively and
+    /// come back as written.
     fn identifier(&self, i: usize) -> Option<Cow<'a, str>> {
         let t = self.tok(i)?;
-        match t.kind {
-            TokenKind::Word if !is_reserved(t.text) => Some(Cow::Borrowed(t.text)),
-            TokenKind::QuotedIdentifier => Some(t.unquoted()),
+        match (t.kind, self.dialect) {
+            (TokenKind::Word, Dialect::Sqlite) if !is_reserved(t.text) => {
+                Some(Cow::Borrowed(t.text))
+            }
+            (TokenKind::Word, Dialect::Postgres) if !postgres::is_reserved(t.text) => {
+                Some(postgres::fold(t.text))
+            }
+            (TokenKind::QuotedIdentifier, _) => Some(t.unquoted()),
             _ => None,
         }
     }
@@ -1104,7 +847,7 @@ impl<'s, 'a> Statement<'s, 'a> {
     fn name(&self, i: usize) -> Option<Cow<'a, str>> {
         let t = self.tok(i)?;
         match t.kind {
-            TokenKind::String => Some(t.unquoted()),
+            TokenKind::String if self.dialect == Dialect::Sqlite => Some(t.unquoted()),
             _ => self.identifier(i),
         }
     }
@@ -1174,10 +917,13 @@ impl<'s, 'a> Statement<'s, 'a> {
             }
         }
         let verb = self.tok(i)?;
+        let others = match self.dialect {
+            Dialect::Sqlite => NON_SELECT_VERBS,
+            Dialect::Postgres => postgres::NON_SELECT_VERBS,
+        };
         if verb.is_keyword("SELECT") {
             Some(true)
-        } else if verb.kind == TokenKind::Word && contains_ignore_case(NON_SELECT_VERBS, verb.text)
-        {
+        } else if verb.kind == TokenKind::Word && contains_ignore_case(others, verb.text) {
             Some(false)
         } else {
             None
@@ -1201,11 +947,18 @@ impl<'s, 'a> Statement<'s, 'a> {
     /// Splits a single select (no set operation) into its clauses.
     fn parse_core(&self) -> Option<Core> {
         let n = self.toks.len();
+        let pg = self.dialect == Dialect::Postgres;
         let mut i = 1;
         let mut distinct = false;
+        let mut locking = false;
+        let mut into = false;
         if self.keyword(i, "DISTINCT") {
             distinct = true;
             i += 1;
+            // PostgreSQL's `DISTINCT ON (expr, …)`.
+            if pg && self.keyword(i, "ON") && self.kind(i + 1) == Some(TokenKind::LeftParen) {
+                i = self.next(i + 1);
+            }
         } else if self.keyword(i, "ALL") {
             i += 1;
         }
@@ -1230,6 +983,34 @@ impl<'s, 'a> Statement<'s, 'a> {
                 }
                 if t.is_keyword("SELECT") || t.is_keyword("VALUES") {
                     return None;
+                }
+                if pg {
+                    // `agg(…) WITHIN GROUP (ORDER BY …)` is part of a call.
+                    // … as is `ROWS FROM (…)` in a FROM clause.
+                    let pair = (t.is_keyword("WITHIN") && self.keyword(j + 1, "GROUP"))
+                        || (t.is_keyword("ROWS") && self.keyword(j + 1, "FROM"));
+                    if pair {
+                        j += 2;
+                        continue;
+                    }
+                    if t.is_keyword("INTO") {
+                        into = true;
+                    }
+                    let lock = t.is_keyword("FOR")
+                        && ["UPDATE", "SHARE", "NO", "KEY"]
+                            .iter()
+                            .any(|k| self.keyword(j + 1, k));
+                    locking |= lock;
+                    // LIMIT, OFFSET, FETCH and locking clauses come in any
+                    // order after ORDER BY; the first of them starts the tail.
+                    let tail = lock || ["LIMIT", "OFFSET", "FETCH"].iter().any(|k| t.is_keyword(k));
+                    if tail {
+                        if clauses.last().is_none_or(|&(c, _, _)| c != Clause::Limit) {
+                            clauses.push((Clause::Limit, j, j + 1));
+                        }
+                        j += 1;
+                        continue;
+                    }
                 }
                 let clause = if t.is_keyword("FROM") {
                     Some(Clause::From)
@@ -1269,11 +1050,14 @@ impl<'s, 'a> Statement<'s, 'a> {
         }
 
         let list_end = clauses.first().map_or(n, |&(_, kw, _)| kw);
-        if list_start >= list_end {
+        // PostgreSQL accepts an empty select list (`SELECT FROM t`).
+        if list_start >= list_end && !pg {
             return None;
         }
         let mut core = Core {
             distinct,
+            locking,
+            into,
             list: list_start..list_end,
             from: None,
             group_by: false,
@@ -1287,7 +1071,12 @@ impl<'s, 'a> Statement<'s, 'a> {
                 return None;
             }
             match clause {
-                Clause::From => core.from = Some(self.parse_from(body..end)?),
+                Clause::From => {
+                    core.from = Some(match self.dialect {
+                        Dialect::Sqlite => self.parse_from(body..end)?,
+                        Dialect::Postgres => self.parse_from_postgres(body..end)?,
+                    });
+                }
                 Clause::GroupBy => core.group_by = true,
                 Clause::Having => core.having = true,
                 Clause::Window => core.window = true,
@@ -1400,6 +1189,13 @@ impl<'s, 'a> Statement<'s, 'a> {
             if self.is_aggregate_call(i) {
                 calls.aggregate = true;
             }
+            if self.dialect == Dialect::Postgres
+                && self
+                    .call_name(i)
+                    .is_some_and(|name| contains_ignore_case(postgres::SET_RETURNING, &name))
+            {
+                calls.set_returning = true;
+            }
             i += 1;
         }
         calls
@@ -1411,11 +1207,23 @@ impl<'s, 'a> Statement<'s, 'a> {
         let Some(name) = self.call_name(i) else {
             return false;
         };
-        if !contains_ignore_case(AGGREGATES, &name) {
+        let open = i + 1;
+        let pg = self.dialect == Dialect::Postgres;
+        // Only ordered-set aggregates take `WITHIN GROUP`, whatever their name.
+        if pg && self.keyword(self.next(open), "WITHIN") {
+            return true;
+        }
+        let known = match self.dialect {
+            Dialect::Sqlite => AGGREGATES,
+            Dialect::Postgres => postgres::AGGREGATES,
+        };
+        if !contains_ignore_case(known, &name) {
             return false;
         }
-        let open = i + 1;
-        let scalar_min_max = (name.eq_ignore_ascii_case("min") || name.eq_ignore_ascii_case("max"))
+        // SQLite's two-or-more-argument `min`/`max` are scalar functions
+        // (PostgreSQL spells those `least`/`greatest`).
+        let scalar_min_max = !pg
+            && (name.eq_ignore_ascii_case("min") || name.eq_ignore_ascii_case("max"))
             && self.arguments(open).len() >= 2;
         let mut after = self.next(open);
         if self.keyword(after, "FILTER") && self.kind(after + 1) == Some(TokenKind::LeftParen) {
@@ -1482,6 +1290,9 @@ impl<'s, 'a> Statement<'s, 'a> {
     /// Whether anything in the statement, subqueries included, reads the
     /// clock or a random source.
     fn is_non_deterministic(&self) -> bool {
+        if self.dialect == Dialect::Postgres {
+            return self.is_non_deterministic_postgres();
+        }
         (0..self.toks.len()).any(|i| {
             if self.tok(i).is_some_and(|t| {
                 t.kind == TokenKind::Word && contains_ignore_case(CLOCK_KEYWORDS, t.text)
@@ -1608,185 +1419,6 @@ impl<'s, 'a> Statement<'s, 'a> {
 mod tests {
     use super::*;
 
-    fn kinds(sql: &str) -> Vec<(TokenKind, &str)> {
-        tokenize(sql)
-            .expect("tokenizes")
-            .into_iter()
-            .map(|t| (t.kind, t.text))
-            .collect()
-    }
-
-    fn lex_error(sql: &str) -> LexErrorKind {
-        tokenize(sql).expect_err("must not tokenize").kind
-    }
-
-    use TokenKind as K;
-
-    #[test]
-    fn tokenizes_a_simple_select() {
-        assert_eq!(
-            kinds("SELECT a, b.c FROM t WHERE x >= 1;"),
-            vec![
-                (K::Word, "SELECT"),
-                (K::Word, "a"),
-                (K::Comma, ","),
-                (K::Word, "b"),
-                (K::Dot, "."),
-                (K::Word, "c"),
-                (K::Word, "FROM"),
-                (K::Word, "t"),
-                (K::Word, "WHERE"),
-                (K::Word, "x"),
-                (K::Operator, ">="),
-                (K::Number, "1"),
-                (K::Semicolon, ";"),
-            ]
-        );
-    }
-
-    #[test]
-    fn comments_and_whitespace_produce_no_tokens() {
-        assert_eq!(
-            kinds("a -- UNION\n/* GROUP\n BY */\tb\r\n\x0cc -- trailing"),
-            vec![(K::Word, "a"), (K::Word, "b"), (K::Word, "c")]
-        );
-        assert_eq!(kinds("/**/a/* */"), vec![(K::Word, "a")]);
-        assert_eq!(kinds("--only a comment"), vec![]);
-        assert_eq!(kinds("a--b\nc"), vec![(K::Word, "a"), (K::Word, "c")]);
-        // `/*` inside a line comment and `--` inside a block comment are text.
-        assert_eq!(
-            kinds("-- /*\na /* -- */ b"),
-            vec![(K::Word, "a"), (K::Word, "b")]
-        );
-    }
-
-    #[test]
-    fn literals_and_quoted_identifiers_keep_escapes() {
-        let toks = tokenize(r#"'it''s' "a""b" `c``d` [e"f] 'UNION'"#).unwrap();
-        let got: Vec<_> = toks
-            .iter()
-            .map(|t| (t.kind, t.unquoted().into_owned()))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (K::String, "it's".to_string()),
-                (K::QuotedIdentifier, "a\"b".to_string()),
-                (K::QuotedIdentifier, "c`d".to_string()),
-                (K::QuotedIdentifier, "e\"f".to_string()),
-                (K::String, "UNION".to_string()),
-            ]
-        );
-        assert!(!toks[4].is_keyword("UNION"));
-        assert_eq!(kinds("''"), vec![(K::String, "''")]);
-        assert_eq!(kinds("''''"), vec![(K::String, "''''")]);
-        assert_eq!(
-            kinds("'a'/*x*/'b'"),
-            vec![(K::String, "'a'"), (K::String, "'b'")]
-        );
-    }
-
-    #[test]
-    fn blobs_numbers_and_parameters() {
-        assert_eq!(
-            kinds("x'0aFF' X'' 42 1.5e3 .5 1. 0x1F 1_000 2e-3 3E+2"),
-            vec![
-                (K::Blob, "x'0aFF'"),
-                (K::Blob, "X''"),
-                (K::Number, "42"),
-                (K::Number, "1.5e3"),
-                (K::Number, ".5"),
-                (K::Number, "1."),
-                (K::Number, "0x1F"),
-                (K::Number, "1_000"),
-                (K::Number, "2e-3"),
-                (K::Number, "3E+2"),
-            ]
-        );
-        assert_eq!(
-            kinds("? ?12 :name @n1 $x $a::b $f(x) #p"),
-            vec![
-                (K::Parameter, "?"),
-                (K::Parameter, "?12"),
-                (K::Parameter, ":name"),
-                (K::Parameter, "@n1"),
-                (K::Parameter, "$x"),
-                (K::Parameter, "$a::b"),
-                (K::Parameter, "$f(x)"),
-                (K::Parameter, "#p"),
-            ]
-        );
-        // `x` not followed by a quote is an ordinary word.
-        assert_eq!(kinds("x xy"), vec![(K::Word, "x"), (K::Word, "xy")]);
-    }
-
-    #[test]
-    fn operators() {
-        let ops = "|| -> ->> <= >= == != <> << >> = < > + - * / % & | ~";
-        let got = kinds(ops);
-        assert!(got.iter().all(|(k, _)| *k == K::Operator));
-        let texts: Vec<_> = got.iter().map(|(_, t)| *t).collect();
-        assert_eq!(texts, ops.split(' ').collect::<Vec<_>>());
-        assert_eq!(
-            kinds("a->>'$.x'"),
-            vec![(K::Word, "a"), (K::Operator, "->>"), (K::String, "'$.x'")]
-        );
-        assert_eq!(
-            kinds("1-2"),
-            vec![(K::Number, "1"), (K::Operator, "-"), (K::Number, "2")]
-        );
-    }
-
-    #[test]
-    fn words_follow_sqlite_identifier_rules() {
-        assert_eq!(
-            kinds("_a1$b 名前 naïve"),
-            vec![(K::Word, "_a1$b"), (K::Word, "名前"), (K::Word, "naïve")]
-        );
-        let t = &tokenize("SeLeCt").unwrap()[0];
-        assert!(t.is_keyword("SELECT"));
-        assert!(!tokenize("\"select\"").unwrap()[0].is_keyword("SELECT"));
-        let t = tokenize("  é").unwrap();
-        assert_eq!(t[0].offset, 2);
-    }
-
-    #[test]
-    fn unterminated_and_illegal_input_is_an_error() {
-        assert_eq!(lex_error("'abc"), LexErrorKind::UnterminatedString);
-        assert_eq!(lex_error("'it''"), LexErrorKind::UnterminatedString);
-        assert_eq!(
-            lex_error("\"abc"),
-            LexErrorKind::UnterminatedQuotedIdentifier
-        );
-        assert_eq!(
-            lex_error("`abc``"),
-            LexErrorKind::UnterminatedQuotedIdentifier
-        );
-        assert_eq!(
-            lex_error("[abc"),
-            LexErrorKind::UnterminatedQuotedIdentifier
-        );
-        assert_eq!(lex_error("a /* b"), LexErrorKind::UnterminatedComment);
-        assert_eq!(lex_error("/*/"), LexErrorKind::UnterminatedComment);
-        assert_eq!(lex_error("x'abc'"), LexErrorKind::MalformedBlob);
-        assert_eq!(lex_error("x'zz'"), LexErrorKind::MalformedBlob);
-        assert_eq!(lex_error("x'ab"), LexErrorKind::MalformedBlob);
-        assert_eq!(lex_error("12abc"), LexErrorKind::MalformedNumber);
-        assert_eq!(lex_error("1e"), LexErrorKind::MalformedNumber);
-        assert_eq!(lex_error("1__0"), LexErrorKind::MalformedNumber);
-        assert_eq!(lex_error("0x"), LexErrorKind::MalformedNumber);
-        assert_eq!(lex_error(": a"), LexErrorKind::MalformedParameter);
-        assert_eq!(lex_error("@"), LexErrorKind::MalformedParameter);
-        assert_eq!(lex_error("$f(x"), LexErrorKind::MalformedParameter);
-        assert_eq!(lex_error("a ^ b"), LexErrorKind::UnexpectedCharacter);
-        assert_eq!(lex_error("!a"), LexErrorKind::UnexpectedCharacter);
-        assert_eq!(lex_error("a\x0bb"), LexErrorKind::UnexpectedCharacter);
-        let err = tokenize("SELECT 1\0; DROP TABLE t").unwrap_err();
-        assert_eq!(err.kind, LexErrorKind::UnexpectedCharacter);
-        assert_eq!(err.offset, 8);
-        assert_eq!(err.to_string(), "unexpected character at byte 8");
-    }
-
     #[test]
     fn reason_codes_match_serde() {
         for reason in NotResumableReason::ALL {
@@ -1801,7 +1433,11 @@ mod tests {
     #[test]
     fn reports_table_and_limit() {
         let r = assess_resumability("SELECT * FROM main.\"Big Table\" AS b LIMIT 10 OFFSET 5");
-        assert_eq!(r, Resumability::yes(Some("Big Table".into()), true));
+        assert_eq!(
+            r,
+            Resumability::yes(Some("Big Table".into()), true)
+                .with_source(Some("main".into()), false)
+        );
         let r = assess_resumability("SELECT a FROM t GROUP BY a LIMIT 3");
         assert_eq!(
             r,
