@@ -32,7 +32,8 @@ fn instance(url: &str, cluster: &str, name: &str, sets: &[(&str, &str)]) -> Test
         .db(url)
         .cluster(cluster)
         .instance_id(name)
-        .cluster_lease_ms(1000);
+        .cluster_lease_ms(1000)
+        .checkpoint_every(100);
     for (k, v) in sets {
         b = b.set(*k, *v);
     }
@@ -68,7 +69,10 @@ fn a_cursor_opened_on_one_instance_resumes_on_the_others_from_its_snapshot() {
         &tdb,
         "UPDATE t SET v = 'changed' WHERE id > 100; DELETE FROM t WHERE id = 2000",
     );
+    // Checkpoints reach the cluster while the stream runs.
+    std::thread::sleep(Duration::from_millis(200));
     for (ts, at) in [(&b, 0usize), (&c, 1234), (&b, 2400), (&a, 77), (&c, 2500)] {
+        let replayed = ts.server.stats().resume_rows_replayed;
         let r = resume(ts, &cursor, at, &rows);
         assert_eq!(r.status, 200, "at {at}: {}", r.text());
         let got = r.lines();
@@ -81,6 +85,10 @@ fn a_cursor_opened_on_one_instance_resumes_on_the_others_from_its_snapshot() {
             j(got.last().unwrap())["end"]["prefix_hash"],
             j(lines.last().unwrap())["end"]["prefix_hash"]
         );
+        // A shared checkpoint (every 400 rows here) is near: the prefix is
+        // not re-read.
+        let reread = ts.server.stats().resume_rows_replayed - replayed;
+        assert!(reread < 400, "resume at {at} re-read {reread} rows");
     }
     // A wrong digest is refused on another instance too.
     let bad = post(

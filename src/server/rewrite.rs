@@ -168,22 +168,16 @@ impl RowidPlan {
     }
 }
 
-// `KeyPlan` and its helpers wait for the PostgreSQL backend (issue 12, on
-// the lead's branch) to call them; until then only their tests do.
-
 /// Prefix of the hidden key columns of a [`KeyPlan`]: `"__rowstream_k0"`,
 /// `"__rowstream_k1"`, … (unquoted names).
-#[allow(dead_code)]
 pub const HIDDEN_KEY_PREFIX: &str = "__rowstream_k";
 
 /// The unquoted name of the `i`-th hidden key column of a [`KeyPlan`].
-#[allow(dead_code)]
 pub fn hidden_key_column(i: usize) -> String {
     format!("{HIDDEN_KEY_PREFIX}{i}")
 }
 
 /// A PostgreSQL identifier, always quoted (`"` doubled inside).
-#[allow(dead_code)]
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
@@ -213,7 +207,6 @@ fn quote_ident(name: &str) -> String {
 /// `OFFSET` or `FETCH` a seek would change which rows the limit counts:
 /// [`KeyPlan::seeks`] is false and a resume skips rows instead, as with
 /// [`RowidPlan`].
-#[allow(dead_code)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPlan {
     sql: String,
@@ -237,7 +230,6 @@ pub struct KeyPlan {
     max_param: usize,
 }
 
-#[allow(dead_code)]
 impl KeyPlan {
     /// Analyses PostgreSQL `sql` (already classified resumable) for the
     /// primary key `key_columns` (exact names, in key order). `None` when

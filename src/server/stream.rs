@@ -15,7 +15,7 @@ use super::backend::{
 };
 use super::handoff::{self, Stepper, RING_BYTES};
 use super::pipe::{Pipe, SharedClock, StopCause, StreamCtl};
-use super::state::{CursorRecord, Slot};
+use super::state::{CheckpointRecord, CursorRecord, SharedState, Slot};
 use super::{lock, AppState, Caller};
 use crate::core::audit::AuditEvent;
 use crate::core::capacity::CapacityLimits;
@@ -336,7 +336,14 @@ struct Pump<'a> {
     /// The statement carries resume keys (a seeking plan).
     keyed: bool,
     checkpoints: Option<(&'a Mutex<Vec<Checkpoint>>, u64)>,
+    /// Where every [`SHARED_CHECKPOINT_EVERY`]th checkpoint is published
+    /// (the shared state and the cursor's token), so other instances resume
+    /// near their row too.
+    publish: Option<(&'a dyn SharedState, &'a str)>,
 }
+
+/// Every how many local checkpoints one goes to the shared state.
+const SHARED_CHECKPOINT_EVERY: u64 = 4;
 
 /// Keys of checkpoint rows, from the stepping thread to the encoding one.
 type Keys = Mutex<VecDeque<(u64, ResumeKey)>>;
@@ -495,7 +502,19 @@ impl Pump<'_> {
     }
 
     fn checkpoint(&self, rows: u64, key: Option<ResumeKey>, hasher: PrefixHasher) {
-        if let Some((cps, _)) = self.checkpoints {
+        if let Some((cps, every)) = self.checkpoints {
+            if let Some((shared, token)) = self.publish {
+                if rows % (every * SHARED_CHECKPOINT_EVERY) == 0 && (key.is_some() || !self.keyed) {
+                    shared.save_checkpoint(
+                        token,
+                        CheckpointRecord {
+                            rows,
+                            key: key.clone(),
+                            hasher: hasher.export_state().to_bytes(),
+                        },
+                    );
+                }
+            }
             let mut cps = lock(cps);
             if cps.last().is_none_or(|c| c.rows < rows) {
                 cps.push(Checkpoint { rows, key, hasher });
@@ -777,6 +796,7 @@ pub(crate) fn run_fresh(
             checkpoints: payload
                 .as_ref()
                 .map(|p| (&p.checkpoints, state.checkpoint_every)),
+            publish: handle.as_ref().map(|h| (&*state.shared, h.token.as_str())),
         };
         pump.run(rows)
     };
@@ -1029,6 +1049,7 @@ pub(crate) fn run_resume(
             expires_at_ms,
             keyed: seeks,
             checkpoints: Some((&p.checkpoints, state.checkpoint_every)),
+            publish: Some((&*state.shared, handle.token.as_str())),
         };
         pump.run(rows)
     };
@@ -1073,7 +1094,22 @@ pub(crate) fn adopt_remote(
     state: &AppState,
     token: &str,
     record: CursorRecord,
+    checkpoints: Vec<CheckpointRecord>,
 ) -> Option<CursorHandle<Pinned>> {
+    let checkpoints = checkpoints
+        .into_iter()
+        .filter_map(|c| {
+            let hasher = crate::core::digest::HasherState::from_bytes(&c.hasher)
+                .ok()
+                .and_then(|h| PrefixHasher::from_state(h).ok())
+                .filter(|h| h.rows() == c.rows)?;
+            Some(Checkpoint {
+                rows: c.rows,
+                key: c.key,
+                hasher,
+            })
+        })
+        .collect();
     let backend = state.tenants.get(&record.scope.tenant)?.reader();
     let (session, plan) = match backend.import(&record.snapshot) {
         Ok(mut s) => match s.prepare(&record.query, record.params.as_ref()) {
@@ -1096,7 +1132,7 @@ pub(crate) fn adopt_remote(
         pinned_at_ms: record.pinned_at_ms,
         snapshot: record.snapshot.clone(),
         first_lease: record.first_lease.clone(),
-        checkpoints: Mutex::new(Vec::new()),
+        checkpoints: Mutex::new(checkpoints),
         running: Mutex::new(None),
         counter: state.pinned.clone(),
     });
@@ -1129,9 +1165,9 @@ pub(crate) fn resolve_cursor(
     }
     match state.shared.lookup_cursor(token, scope, now)? {
         None => Err(CursorError::NotFound),
-        Some((record, _checkpoints)) => {
+        Some((record, checkpoints)) => {
             // Whichever of two concurrent adopters wins, both get its handle.
-            adopt_remote(state, token, record)
+            adopt_remote(state, token, record, checkpoints)
                 .map_or_else(|| state.cursors.resolve(token, scope, now), Ok)
         }
     }

@@ -98,6 +98,9 @@ pub(crate) struct ClusterState {
     local_cursors: Mutex<HashMap<String, String>>,
     /// The last time a check reached the database.
     healthy: AtomicBool,
+    /// The server's runtime (set when it starts serving), for work handed
+    /// off from threads outside it.
+    rt: std::sync::OnceLock<Handle>,
 }
 
 impl std::fmt::Debug for ClusterState {
@@ -127,7 +130,10 @@ impl Drop for ClusterSlot {
                 state.checkin(c);
             }
         };
-        if let Ok(rt) = Handle::try_current() {
+        if let Some(rt) = Handle::try_current()
+            .ok()
+            .or_else(|| self.state.rt.get().cloned())
+        {
             rt.spawn(release);
         }
     }
@@ -162,6 +168,7 @@ impl ClusterState {
             local_slots: Arc::new(AtomicU32::new(0)),
             local_cursors: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(true),
+            rt: std::sync::OnceLock::new(),
         });
         let s = state.clone();
         std::thread::spawn(move || {
@@ -278,6 +285,7 @@ impl ClusterState {
     /// Heartbeats, reclaims the slots of vanished instances and prunes old
     /// cursors; every quarter lease. Runs until the server stops.
     pub(crate) async fn heartbeat(self: Arc<Self>, now_ms: impl Fn() -> u64 + Send) {
+        let _ = self.rt.set(Handle::current());
         let every = Duration::from_millis((self.lease_ms / 4).clamp(50, 2000));
         loop {
             let lease = self.lease_ms as i64;
@@ -580,7 +588,7 @@ impl SharedState for Cluster {
     fn save_checkpoint(&self, token: &str, checkpoint: CheckpointRecord) {
         let st = self.0.clone();
         let hash = sha256_hex(token.as_bytes());
-        let Ok(rt) = Handle::try_current() else {
+        let Some(rt) = Handle::try_current().ok().or_else(|| st.rt.get().cloned()) else {
             return;
         };
         rt.spawn(async move {

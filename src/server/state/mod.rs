@@ -81,7 +81,6 @@ pub(crate) trait SharedState: Send + Sync {
     /// it stops it). `Ok(false)` when no instance knows it.
     fn cancel_cursor(&self, token: &str, scope: &Scope, now_ms: u64) -> Result<bool, CursorError>;
     /// Records a checkpoint of a published cursor (best effort).
-    #[allow(dead_code)] // called once digest states are exportable
     fn save_checkpoint(&self, token: &str, checkpoint: CheckpointRecord);
     /// Whether the shared store answers (readiness).
     #[allow(dead_code)] // called by /readyz

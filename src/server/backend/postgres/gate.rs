@@ -26,7 +26,9 @@
 //! pooled again, so nothing a statement did to the session outlives it.
 
 use crate::core::protocol::{ErrorBody, ErrorCode};
-use crate::core::resumable::{tokenize, Resumability, TokenKind};
+use crate::core::resumable::{
+    assess_resumability_in, tokenize_in, Dialect, Resumability, TokenKind,
+};
 
 /// Functions refused on the read path (lower case; prefixes end in `*`).
 const REFUSED_FUNCTIONS: &[&str] = &[
@@ -137,7 +139,7 @@ pub(crate) fn check(query: &str) -> Result<(), ErrorBody> {
             "the query contains a NUL character",
         ));
     }
-    let Ok(tokens) = tokenize(query) else {
+    let Ok(tokens) = tokenize_in(query, Dialect::Postgres) else {
         return Ok(());
     };
     let first = tokens
@@ -172,15 +174,17 @@ pub(crate) fn check(query: &str) -> Result<(), ErrorBody> {
 pub(crate) type PrimaryKeyOf<'a> = dyn Fn(Option<&str>, &str) -> Option<Vec<String>> + 'a;
 
 /// The classifier's verdict for a PostgreSQL query: resumable when it reads
-/// one table in its primary-key order.
+/// one table in its primary-key order. The key is looked up for the table
+/// the query names (schema-qualified or through the search path).
 pub(crate) fn resumability(query: &str, primary_key: &PrimaryKeyOf<'_>) -> Resumability {
-    crate::core::resumable::assess_resumability_with(
-        query,
-        &|table| match primary_key(None, table)?.as_slice() {
-            [one] => Some(one.clone()),
-            _ => None,
-        },
-    )
+    let r = assess_resumability_in(query, Dialect::Postgres, &|table| primary_key(None, table));
+    match (&r.schema, &r.table) {
+        (Some(schema), Some(table)) => {
+            let key = primary_key(Some(schema), table);
+            assess_resumability_in(query, Dialect::Postgres, &|_| key.clone())
+        }
+        _ => r,
+    }
 }
 
 #[cfg(test)]

@@ -40,12 +40,14 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 use self::values::ValueWriter;
 use super::{
-    Outcome, Params, Prepared, ReadBackend, ResumeKey, RowSource, RowsBody, Run, Session, Shape,
-    Snapshot,
+    Outcome, Params, Prepared, ReadBackend, ResumeKey, ResumePlan, RowSource, RowsBody, Run,
+    Session, Shape, Snapshot,
 };
 use crate::core::protocol::{Column, ErrorBody, ErrorCode};
+use crate::core::resumable::NotResumableReason;
 use crate::server::lock;
 use crate::server::pipe::StreamCtl;
+use crate::server::rewrite::KeyPlan;
 
 /// Idle sessions kept per tenant.
 const POOL_SIZE: usize = 8;
@@ -464,7 +466,12 @@ impl PgSession {
     }
 
     fn begin(&mut self) -> Result<(), ErrorBody> {
-        self.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        // The tokenizer (and so the gate and the key rewrite) reads strings
+        // the standard way: make PostgreSQL read them the same way.
+        self.batch(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+             SET LOCAL standard_conforming_strings = on",
+        )?;
         self.in_tx = true;
         Ok(())
     }
@@ -526,6 +533,31 @@ impl PgSession {
     }
 }
 
+/// The key rewrite of a resumable query.
+struct PgPlan(KeyPlan);
+
+impl ResumePlan for PgPlan {
+    fn seeks(&self) -> bool {
+        self.0.seeks()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl PgSession {
+    /// Whether the rewritten query prepares with the hidden key columns
+    /// after the client's (the rewrite is checked by PostgreSQL itself).
+    fn plan_prepares(&self, plan: &KeyPlan, width: usize) -> bool {
+        let client = self.conn.client.clone();
+        let sql = plan.sql(plan.seeks().then_some(plan.max_param() + 1));
+        self.rt
+            .block_on(async move { client.prepare(&sql).await })
+            .is_ok_and(|s| s.columns().len() == width + plan.key_len())
+    }
+}
+
 /// `"name"` with inner quotes doubled.
 pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
@@ -560,6 +592,27 @@ impl ToSql for JsonParam<'_> {
 
     fn encode_format(&self, _ty: &Type) -> tokio_postgres::types::Format {
         tokio_postgres::types::Format::Text
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// A value in binary wire format, bound back as it came (resume keys).
+#[derive(Debug)]
+struct RawParam<'a>(&'a [u8]);
+
+impl ToSql for RawParam<'_> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
     }
 
     tokio_postgres::types::to_sql_checked!();
@@ -677,12 +730,27 @@ impl Session for PgSession {
                 decl_type: self.type_name(c.type_()),
             })
             .collect();
-        let resumability =
+        let mut resumability =
             gate::resumability(query, &|schema, table| self.primary_key(schema, table));
+        let mut plan = None;
+        if resumability.resumable {
+            let key = resumability
+                .table
+                .as_deref()
+                .and_then(|t| self.primary_key(resumability.schema.as_deref(), t));
+            plan = key
+                .and_then(|k| KeyPlan::new(query, &k))
+                .filter(|p| self.plan_prepares(p, stmt.columns().len()));
+            if plan.is_none() && !resumability.order_by_key {
+                // Without the rewrite nothing orders the rows by the key.
+                resumability.resumable = false;
+                resumability.reason = Some(NotResumableReason::ParseError);
+            }
+        }
         Ok(Prepared {
             columns,
             resumability,
-            plan: None,
+            plan: plan.map(|p| Arc::new(PgPlan(p)) as Arc<dyn ResumePlan>),
         })
     }
 
@@ -764,16 +832,32 @@ impl PgSession {
         // Columns of types without a binary decoder are read through their
         // text output: the statement is wrapped to cast them, keeping its
         // row order (a plain subquery scan).
+        let plan = run
+            .plan
+            .and_then(|p| p.as_any().downcast_ref::<PgPlan>())
+            .map(|p| &p.0);
+        let seek: Vec<Vec<u8>> = match (plan, run.after) {
+            (Some(p), Some(ResumeKey::Values(v))) if p.seeks() && v.len() == p.key_len() => {
+                v.clone()
+            }
+            _ => Vec::new(),
+        };
+        let inner = match plan {
+            Some(p) => p.sql((!seek.is_empty()).then_some(p.max_param() + 1)),
+            None => run.query.to_owned(),
+        };
         let client = self.conn.client.clone();
-        let inner = run.query.to_owned();
+        let probe_sql = inner.clone();
         let probe = self
             .rt
-            .block_on(async move { client.prepare(&inner).await })
+            .block_on(async move { client.prepare(&probe_sql).await })
             .map_err(|e| db_error(&e))?;
+        // Hidden key columns are never cast: they are bound back as they came.
         let text_cols: Vec<bool> = probe
             .columns()
             .iter()
-            .map(|c| ValueWriter::for_type(c.type_()).is_none())
+            .enumerate()
+            .map(|(i, c)| i < run.columns.len() && ValueWriter::for_type(c.type_()).is_none())
             .collect();
         let sql = if text_cols.iter().any(|t| *t) {
             let names: Vec<String> = (0..text_cols.len()).map(|i| format!("c{i}")).collect();
@@ -785,11 +869,11 @@ impl PgSession {
             format!(
                 "SELECT {} FROM ({}\n) AS rowstream_q({})",
                 exprs.join(", "),
-                run.query,
+                inner,
                 names.join(", ")
             )
         } else {
-            run.query.to_owned()
+            inner
         };
         let declare_sql = format!("DECLARE {CURSOR} NO SCROLL CURSOR FOR {sql}");
         let client = self.conn.client.clone();
@@ -797,12 +881,16 @@ impl PgSession {
             .rt
             .block_on(async move { client.prepare(&declare_sql).await })
             .map_err(|e| db_error(&e))?;
-        let values = bind_values(&declare, run.params, 0)?;
+        let values = bind_values(&declare, run.params, seek.len())?;
         let client = self.conn.client.clone();
         let r = self.rt.block_on(async move {
             let args: Vec<JsonParam<'_>> = values.iter().map(JsonParam).collect();
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+            let keys: Vec<RawParam<'_>> = seek.iter().map(|k| RawParam(k)).collect();
+            let refs: Vec<&(dyn ToSql + Sync)> = args
+                .iter()
+                .map(|a| a as &(dyn ToSql + Sync))
+                .chain(keys.iter().map(|k| k as &(dyn ToSql + Sync)))
+                .collect();
             client.execute(&declare, &refs).await
         });
         r.map_err(|e| db_error(&e))?;
