@@ -21,7 +21,8 @@
 //!
 //! Binary values never depend on the session's `TimeZone` or `DateStyle`.
 //! Infinite dates and timestamps are the strings `"infinity"` and
-//! `"-infinity"`. Years outside 1..=9999 use ISO 8601's expanded form
+//! `"-infinity"`. Years outside 0..=9999 (astronomical numbering: 1 BC is
+//! year 0) use ISO 8601's expanded form
 //! (`"+10000-01-01"`, `"-0044-03-15"` for 45 BC).
 
 use base64::engine::general_purpose::STANDARD;
