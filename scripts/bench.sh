@@ -27,4 +27,11 @@ if [[ ! -d benches/js/node_modules/playwright-core || benches/js/package-lock.js
   (cd benches/js && npm ci --no-audit --no-fund >&2)
 fi
 
-exec cargo bench --features server --bench stream
+cargo bench --features server --bench stream
+# Issue 12: PostgreSQL tenants and two instances (starts its own PostgreSQL
+# server; writes its section of BENCHMARKS.md).
+if [[ "${ROWSTREAM_BENCH_ONLY:-}" != throughput ]]; then
+  source scripts/setup.sh
+  ensure_postgres
+  cargo bench --features server --bench postgres
+fi
