@@ -398,3 +398,63 @@ fn a_superuser_tenant_role_is_a_startup_error_unless_allowed() {
         .build()
         .is_ok());
 }
+
+#[test]
+fn the_snapshot_ttl_ends_a_stream_and_every_lease_is_closed_once() {
+    let pg = shared();
+    let db = unique("ttl");
+    let url = pg.database(
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 50);",
+    );
+    let ts = TestServer::start(
+        Server::builder()
+            .db(&url)
+            .set("stream.snapshot.ttl_ms", "700")
+            .set("stream.max_global", "2"),
+    );
+    let resp = query(
+        ts.addr(),
+        "SELECT id, pg_sleep(0.1) AS z FROM t ORDER BY id",
+    );
+    let lines = resp.lines();
+    let cursor = j(&lines[0])["open"]["cursor"].as_str().unwrap().to_owned();
+    let end = j(lines.last().unwrap());
+    assert_eq!(end["end"]["reason"], "snapshot_expired", "{lines:?}");
+    let rows = row_lines(&lines).len();
+    assert!((3..20).contains(&rows), "{rows} rows before the TTL");
+    std::thread::sleep(Duration::from_millis(200));
+    let again = post(
+        ts.addr(),
+        "/v1/query/stream",
+        &serde_json::json!({"cursor": cursor, "after_rows": 0, "prefix_hash": "0".repeat(64)})
+            .to_string(),
+        None,
+    );
+    assert_eq!(again.error_code(), "cursor_expired");
+    // Quotas on one instance: a third concurrent stream is refused.
+    let slow = r#"{"query":"SELECT id, pg_sleep(0.2) AS z FROM t ORDER BY id"}"#;
+    let mut a = open_stream(ts.addr(), slow, None);
+    let mut b = open_stream(ts.addr(), slow, None);
+    a.next_line().unwrap();
+    b.next_line().unwrap();
+    let third = query(ts.addr(), "SELECT 1");
+    assert_eq!(third.status, 429);
+    assert_eq!(third.header("retry-after"), Some("1"));
+    drop((a, b));
+    assert!(ts.wait_stats(3000, |s| s.slots_in_use == 0).is_some());
+    // Every lease opened on this PostgreSQL tenant was closed exactly once
+    // (end, TTL, refusal, disconnect).
+    assert!(wait_events(&ts, 3000, |ev| {
+        ev.iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    rowstream::AuditEvent::StreamClosed { lease: Some(_), .. }
+                )
+            })
+            .count()
+            >= 3
+    }));
+    assert_paired(&ts.events());
+}
