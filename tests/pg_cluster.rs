@@ -339,3 +339,77 @@ fn a_sqlite_cursor_resumes_only_on_its_instance_and_elsewhere_answers_410() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(row_lines(&r.lines()), rows[50..]);
 }
+
+#[test]
+fn health_readiness_metrics_and_the_instance_in_audit_events() {
+    let pg = shared();
+    let (tdb, url, cluster) = setup(pg, 20);
+    let dir = TempDir::new();
+    let audit = dir.path("audit.jsonl");
+    let p = ServerProcess::start(
+        [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &url,
+            "--cluster",
+            &cluster,
+            "--instance-id",
+            "node-7",
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
+        false,
+    );
+    let get = |path: &str| send(p.addr, "GET", path, b"", &[]);
+    let h = get("/healthz");
+    assert_eq!((h.status, h.json()["status"].clone()), (200, "ok".into()));
+    let r = get("/readyz");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["checks"]["tenant:default"], "ok");
+    assert_eq!(r.json()["checks"]["cluster"], "ok");
+    let full = query(p.addr, "SELECT * FROM t ORDER BY id");
+    assert_eq!(row_lines(&full.lines()).len(), 20);
+    let bad = post(
+        p.addr,
+        "/v1/query/stream",
+        &serde_json::json!({"cursor": "ab".repeat(24), "after_rows": 0, "prefix_hash": "0".repeat(64)}).to_string(),
+        None,
+    );
+    assert_eq!(bad.status, 404);
+    let m = get("/metrics");
+    assert_eq!(m.header("content-type"), Some("text/plain; version=0.0.4"));
+    let text = m.text();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').expect("sample line");
+        assert!(
+            name.starts_with("rowstream_") && name.contains("{instance=\"node-7\""),
+            "{line}"
+        );
+        value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+    }
+    assert!(
+        text.contains("rowstream_rows_sent_total{instance=\"node-7\"} 20"),
+        "{text}"
+    );
+    assert!(text.contains("code=\"cursor_not_found\"} 1"), "{text}");
+    // The instance is named in every audit event.
+    let events = std::fs::read_to_string(&audit).unwrap();
+    assert!(!events.is_empty());
+    for e in events.lines() {
+        assert_eq!(j(e)["instance"], "node-7", "{e}");
+    }
+    // The tenant database goes away: not ready within 5 s.
+    pg.psql("postgres", &format!("DROP DATABASE {tdb} WITH (FORCE)"));
+    let t0 = Instant::now();
+    loop {
+        let r = get("/readyz");
+        if r.status == 503 {
+            assert_eq!(r.error_code(), "not_ready");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "still ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

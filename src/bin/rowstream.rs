@@ -233,11 +233,18 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     for (k, v) in args.settings {
         b = b.set(k, v);
     }
-    if let Some(url) = args.cluster.filter(|u| !u.is_empty()) {
+    if let Some(url) = args.cluster.clone().filter(|u| !u.is_empty()) {
         b = b.cluster(url);
     }
-    if let Some(id) = args.instance_id {
-        b = b.instance_id(id);
+    // Named in every audit event whenever it is given or instances share
+    // state (PROTOCOL §6).
+    let instance = args.instance_id.clone().or_else(|| {
+        args.cluster
+            .as_ref()
+            .map(|_| rowstream::core::token::random_hex::<4>().unwrap_or_default())
+    });
+    if let Some(id) = &instance {
+        b = b.instance_id(id.clone());
     }
     b = b
         .cluster_lease_ms(args.cluster_lease_ms)
@@ -263,7 +270,11 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             .append(true)
             .open(path)
             .map_err(|e| format!("audit log {}: {e}", path.display()))?;
-        let sink: Arc<dyn AuditSink> = Arc::new(JsonLinesAuditSink::new(file));
+        let sink = JsonLinesAuditSink::new(file);
+        let sink: Arc<dyn AuditSink> = Arc::new(match &instance {
+            Some(id) => sink.with_instance(id.clone()),
+            None => sink,
+        });
         b = b.audit_sink(sink);
     }
     let server = b.build()?;

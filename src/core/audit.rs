@@ -150,6 +150,8 @@ impl AuditSink for MemoryAuditSink {
 #[derive(Debug)]
 pub struct JsonLinesAuditSink<W: Write + Send> {
     out: Mutex<W>,
+    /// Written as `"instance"` in every event (PROTOCOL §6, 1.1).
+    instance: Option<String>,
 }
 
 impl<W: Write + Send> JsonLinesAuditSink<W> {
@@ -157,13 +159,30 @@ impl<W: Write + Send> JsonLinesAuditSink<W> {
     pub fn new(out: W) -> Self {
         Self {
             out: Mutex::new(out),
+            instance: None,
         }
+    }
+
+    /// Names the server instance in every event (`"instance"`), as servers
+    /// that share state with others do.
+    pub fn with_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
+        self
     }
 }
 
 impl<W: Write + Send> AuditSink for JsonLinesAuditSink<W> {
     fn record(&self, event: &AuditEvent) {
-        let mut line = event.to_json_line();
+        let mut line = match &self.instance {
+            None => event.to_json_line(),
+            Some(id) => match serde_json::to_value(event) {
+                Ok(serde_json::Value::Object(mut m)) => {
+                    m.insert("instance".into(), id.clone().into());
+                    serde_json::Value::Object(m).to_string()
+                }
+                _ => event.to_json_line(),
+            },
+        };
         line.push('\n');
         let mut out = lock(&self.out);
         // An audit write failure must not break the stream it describes.
@@ -214,6 +233,18 @@ mod tests {
         let out = String::from_utf8(sink.out.into_inner().unwrap()).unwrap();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3);
+        assert!(!lines[0].contains("instance"));
+        let named = JsonLinesAuditSink::new(Vec::<u8>::new()).with_instance("node-a");
+        named.record(&AuditEvent::CursorRejected {
+            at_ms: 1,
+            code: "cursor_not_found".into(),
+            principal: "p".into(),
+            tenant: "t".into(),
+        });
+        let v: serde_json::Value =
+            serde_json::from_slice(&named.out.into_inner().unwrap()).unwrap();
+        assert_eq!(v["instance"], "node-a");
+        assert_eq!(v["event"], "cursor.rejected");
         assert!(
             lines[2].contains("\"event\":\"cursor.rejected\"") && lines[2].contains("\"at_ms\":2")
         );

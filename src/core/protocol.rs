@@ -103,6 +103,8 @@ error_codes! {
     InternalError = ("internal_error", 500),
     /// The server is shutting down.
     ShuttingDown = ("shutting_down", 503),
+    /// A database the server needs does not answer (`GET /readyz`).
+    NotReady = ("not_ready", 503),
 }
 
 impl std::fmt::Display for ErrorCode {

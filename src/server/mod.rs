@@ -29,6 +29,7 @@ pub mod ingest;
 pub mod integration;
 pub mod limits;
 mod listen;
+mod ops;
 pub mod pipe;
 mod rewrite;
 mod routes;
@@ -162,6 +163,7 @@ pub(crate) struct AppState {
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) clock: SharedClock,
     pub(crate) shared: Arc<dyn SharedState>,
+    pub(crate) metrics: ops::Metrics,
     /// The cluster store, with `--cluster` (heartbeats, cancel watch).
     pub(crate) cluster: Option<Arc<ClusterState>>,
     pub(crate) cursors: CursorRegistry<Pinned>,
@@ -196,6 +198,7 @@ impl AppState {
     }
 
     pub(crate) fn record(&self, e: AuditEvent) {
+        self.metrics.saw(&e);
         self.audit.record(&e);
     }
 
@@ -495,9 +498,15 @@ impl ServerBuilder {
                 }
                 None => (Arc::new(LocalState::new(instance.clone())), None),
             };
-        let audit = self
-            .audit
-            .unwrap_or_else(|| Arc::new(JsonLinesAuditSink::new(std::io::stderr())));
+        let named = self.instance_id.is_some() || self.cluster.is_some();
+        let audit = self.audit.unwrap_or_else(|| {
+            let sink = JsonLinesAuditSink::new(std::io::stderr());
+            Arc::new(if named {
+                sink.with_instance(instance.clone())
+            } else {
+                sink
+            })
+        });
         Ok(Server {
             state: Arc::new(AppState {
                 tenants,
@@ -506,6 +515,7 @@ impl ServerBuilder {
                 audit,
                 clock: self.clock,
                 shared,
+                metrics: ops::Metrics::default(),
                 cluster,
                 cursors: CursorRegistry::new(),
                 leases: LeaseIssuer::new(),

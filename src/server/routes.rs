@@ -48,7 +48,14 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
                 .options(preflight)
                 .fallback(method_not_allowed),
         )
+        .route("/healthz", get(super::ops::healthz))
+        .route("/readyz", get(super::ops::readyz))
+        .route("/metrics", get(super::ops::metrics))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::ops::count_refusals,
+        ))
         .layer(axum::middleware::map_response(cors))
         .with_state(state)
 }
@@ -96,6 +103,7 @@ pub(crate) fn refusal_response(r: Refusal) -> Response {
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    res.extensions_mut().insert(super::ops::RefusalCode(r.code));
     res
 }
 

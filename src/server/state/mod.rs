@@ -83,7 +83,6 @@ pub(crate) trait SharedState: Send + Sync {
     /// Records a checkpoint of a published cursor (best effort).
     fn save_checkpoint(&self, token: &str, checkpoint: CheckpointRecord);
     /// Whether the shared store answers (readiness).
-    #[allow(dead_code)] // called by /readyz
     fn check(&self) -> Result<(), String>;
 }
 

@@ -321,6 +321,23 @@ impl PgTenant {
 }
 
 impl PgTenant {
+    /// Checks the database answers (readiness).
+    pub(crate) async fn ping(&self) -> Result<(), String> {
+        let (client, conn) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        let task = tokio::spawn(conn);
+        let r = client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| e.to_string());
+        drop(client);
+        let _ = task.await;
+        r.map(|_| ())
+    }
+
     /// Whether uploads have a writer role.
     pub(crate) fn accepts_ingest(&self) -> bool {
         self.writer.is_some()

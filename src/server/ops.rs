@@ -1,0 +1,235 @@
+//! Operating several instances: `GET /healthz` (the process serves),
+//! `GET /readyz` (every tenant database and the cluster database answer)
+//! and `GET /metrics` (Prometheus text format 0.0.4). None needs a token.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{lock, AppState, TenantDb};
+use crate::core::audit::AuditEvent;
+use crate::core::protocol::{ErrorBody, ErrorCode};
+
+/// How long one readiness check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Counters behind `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    streams: AtomicU64,
+    resumes: AtomicU64,
+    rows: AtomicU64,
+    bytes: AtomicU64,
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Put on a refusal response: its code, counted by [`count_refusals`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefusalCode(pub(crate) ErrorCode);
+
+impl Metrics {
+    /// Counts what an audit event says (streams, resumes, rows and bytes
+    /// sent at close).
+    pub(crate) fn saw(&self, e: &AuditEvent) {
+        match e {
+            AuditEvent::StreamOpened { .. } => {
+                self.streams.fetch_add(1, Ordering::Relaxed);
+            }
+            AuditEvent::StreamResumed { .. } => {
+                self.streams.fetch_add(1, Ordering::Relaxed);
+                self.resumes.fetch_add(1, Ordering::Relaxed);
+            }
+            AuditEvent::StreamClosed {
+                lease: Some(_),
+                row_count,
+                bytes_written,
+                ..
+            } => {
+                self.rows.fetch_add(*row_count, Ordering::Relaxed);
+                self.bytes.fetch_add(*bytes_written, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Middleware: counts every refusal by its code.
+pub(crate) async fn count_refusals(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let res = next.run(req).await;
+    if let Some(RefusalCode(code)) = res.extensions().get::<RefusalCode>() {
+        *lock(&state.metrics.refusals)
+            .entry(code.as_str())
+            .or_insert(0) += 1;
+    }
+    res
+}
+
+pub(crate) async fn healthz() -> Response {
+    json(StatusCode::OK, "{\"status\":\"ok\"}".to_owned())
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Runs one blocking check with the timeout.
+async fn check(f: impl FnOnce() -> Result<(), String> + Send + 'static) -> Result<(), String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err("the check failed".into()),
+        Err(_) => Err(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
+    }
+}
+
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let mut checks = Vec::new();
+    for (name, db) in &state.tenants {
+        let db = db.clone();
+        let name = format!("tenant:{name}");
+        checks.push(tokio::spawn(async move {
+            let r = match db {
+                TenantDb::Sqlite(t) => {
+                    check(move || {
+                        let rc = t.checkout().map_err(|e| e.to_string())?;
+                        rc.conn
+                            .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+                            .map_err(|e| e.to_string())
+                    })
+                    .await
+                }
+                TenantDb::Postgres(t) => {
+                    match tokio::time::timeout(CHECK_TIMEOUT, t.ping()).await {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
+                    }
+                }
+            };
+            (name, r)
+        }));
+    }
+    if state.cluster.is_some() {
+        let st = state.clone();
+        checks.push(tokio::spawn(async move {
+            ("cluster".to_owned(), check(move || st.shared.check()).await)
+        }));
+    }
+    let mut results = serde_json::Map::new();
+    let mut ready = !state.shutting_down.load(Ordering::SeqCst);
+    for c in checks {
+        let (name, r) = c
+            .await
+            .unwrap_or_else(|_| ("check".into(), Err("the check failed".into())));
+        ready &= r.is_ok();
+        results.insert(
+            name,
+            match r {
+                Ok(()) => "ok".into(),
+                Err(e) => e.into(),
+            },
+        );
+    }
+    if ready {
+        json(
+            StatusCode::OK,
+            serde_json::json!({"status": "ready", "checks": results}).to_string(),
+        )
+    } else {
+        let body = ErrorBody::new(
+            ErrorCode::NotReady,
+            "a database this server needs does not answer",
+        )
+        .with("checks", serde_json::Value::Object(results));
+        json(StatusCode::SERVICE_UNAVAILABLE, body.to_json())
+    }
+}
+
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let stats = state.stats();
+    let m = &state.metrics;
+    let label = format!(
+        "instance=\"{}\"",
+        stats.instance.replace(['"', '\\', '\n'], "_")
+    );
+    let mut out = String::new();
+    let mut series = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{label}}} {value}"
+        );
+    };
+    series(
+        "rowstream_streams_running",
+        "gauge",
+        "Responses being streamed now.",
+        stats.running_streams as u64,
+    );
+    series(
+        "rowstream_capacity_slots_in_use",
+        "gauge",
+        "Capacity slots this instance holds.",
+        u64::from(stats.slots_in_use),
+    );
+    series(
+        "rowstream_snapshots_pinned",
+        "gauge",
+        "Snapshots held for cursors.",
+        stats.pinned_snapshots as u64,
+    );
+    series(
+        "rowstream_cursors_live",
+        "gauge",
+        "Live cursors in this process.",
+        stats.cursors_live as u64,
+    );
+    series(
+        "rowstream_streams_total",
+        "counter",
+        "Streams opened or resumed.",
+        m.streams.load(Ordering::Relaxed),
+    );
+    series(
+        "rowstream_resumes_total",
+        "counter",
+        "Resumes served.",
+        m.resumes.load(Ordering::Relaxed),
+    );
+    series(
+        "rowstream_rows_sent_total",
+        "counter",
+        "Rows sent (row_count of closed streams).",
+        m.rows.load(Ordering::Relaxed),
+    );
+    series(
+        "rowstream_bytes_sent_total",
+        "counter",
+        "Body bytes of closed streams.",
+        m.bytes.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP rowstream_refusals_total Refusals answered, by code.\n# TYPE rowstream_refusals_total counter"
+    );
+    for (code, n) in lock(&m.refusals).iter() {
+        let _ = writeln!(
+            out,
+            "rowstream_refusals_total{{{label},code=\"{code}\"}} {n}"
+        );
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
+}
