@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::backend::sqlite::SqliteTenant as Tenant;
 use super::pipe::{Pipe, StopCause, StreamCtl};
-use super::routes::{authenticate, refusal_response};
+use super::respond::{authenticate, refusal_response};
 use super::sql::{read_runtime_config, sql_error_text};
 use super::stream::{capacity, Refusal};
 use super::{lock, AppState, Caller, TenantDb};

@@ -31,6 +31,7 @@ pub mod limits;
 mod listen;
 mod ops;
 pub mod pipe;
+mod respond;
 mod rewrite;
 mod routes;
 mod state;

@@ -14,7 +14,8 @@ use serde::Deserialize;
 
 use super::backend::{Params, Shape};
 use super::pipe::{Pipe, PipeBody, StreamCtl};
-use super::stream::{resolve_cursor, run_fresh, run_resume, FreshRequest, Refusal, ResumeRequest};
+use super::respond::{authenticate, refusal_response, refuse};
+use super::stream::{resolve_cursor, run_fresh, run_resume, FreshRequest, ResumeRequest};
 use super::{AppState, Caller, MAX_REQUEST_BODY};
 use crate::core::audit::AuditEvent;
 use crate::core::cursor::CursorError;
@@ -89,48 +90,11 @@ async fn preflight() -> Response {
         .into_response()
 }
 
-/// A JSON refusal with the status of its code.
-pub(crate) fn refusal_response(r: Refusal) -> Response {
-    let status =
-        StatusCode::from_u16(r.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut res = (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        r.body.to_json(),
-    )
-        .into_response();
-    if r.retry_after {
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    res.extensions_mut().insert(super::ops::RefusalCode(r.code));
-    res
-}
-
-fn refuse(code: ErrorCode, message: impl Into<String>) -> Response {
-    refusal_response(Refusal::new(code, message))
-}
-
 async fn method_not_allowed() -> Response {
     refuse(
         ErrorCode::MethodNotAllowed,
         "this route does not accept that method",
     )
-}
-
-pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    state
-        .auth
-        .authenticate(header, state.now_ms(), |t| state.tenants.contains_key(t))
-        .map_err(|e| {
-            let mut res = refuse(ErrorCode::Unauthorized, e.0);
-            res.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Box::new(res)
-        })
 }
 
 async fn read_json(
