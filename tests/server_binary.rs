@@ -48,6 +48,62 @@ fn help_explains_the_command_line() {
 }
 
 #[test]
+fn rust_log_chooses_what_is_logged() {
+    let dir = TempDir::new();
+    let db = dir.path("db.sqlite");
+    make_db(&db, 10);
+    let audit = dir.path("audit.jsonl");
+    let args = [
+        "serve",
+        "--db",
+        db.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--audit-log",
+        audit.to_str().unwrap(),
+    ];
+    let stderr_of = |env: &[(&str, &str)]| {
+        let mut p = ServerProcess::start_with_env(args, true, env);
+        let r = query(p.addr, "SELECT id FROM t");
+        assert_eq!(row_lines(&r.lines()).len(), 10);
+        assert_eq!(send(p.addr, "GET", "/nope", b"", &[]).status, 404);
+        let kill = Command::new("kill")
+            .args(["-TERM", &p.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        p.child.wait().unwrap();
+        let mut stderr = String::new();
+        p.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        stderr
+    };
+    let quiet = stderr_of(&[("RUST_LOG", "warn")]);
+    assert!(!quiet.contains("rowstream::http"), "{quiet}");
+    assert!(!quiet.contains("rowstream::stream"), "{quiet}");
+    assert!(quiet.contains("OPEN"), "warnings stay: {quiet}");
+    let http_only = stderr_of(&[("RUST_LOG", "rowstream::http=info")]);
+    let refused = http_only
+        .lines()
+        .find(|l| l.contains("path=\"/nope\""))
+        .unwrap_or_else(|| panic!("{http_only}"));
+    assert!(
+        refused.contains("status=404") && refused.contains("code=\"not_found\""),
+        "{refused}"
+    );
+    assert!(!http_only.contains("rowstream::stream"), "{http_only}");
+    let debug = stderr_of(&[("RUST_LOG", "rowstream::stream=debug")]);
+    assert!(
+        debug.contains("opened") && debug.contains("closed"),
+        "{debug}"
+    );
+}
+
+#[test]
 fn serves_warns_when_open_and_shuts_down_gracefully_on_sigterm() {
     let dir = TempDir::new();
     let db = dir.path("db.sqlite");
@@ -117,6 +173,20 @@ fn serves_warns_when_open_and_shuts_down_gracefully_on_sigterm() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert!(stderr.contains("OPEN"), "no open-server warning: {stderr}");
+    // Request and lifecycle logs (`tracing`, default level info).
+    assert!(
+        stderr.lines().any(|l| l.contains("rowstream::http")
+            && l.contains("path=\"/v1/query/stream\"")
+            && l.contains("status=200")),
+        "no request log: {stderr}"
+    );
+    assert!(
+        stderr.lines().any(|l| l.contains("rowstream::stream")
+            && l.contains(&format!("lease=\"{lease}\""))
+            && l.contains("cause=\"shutdown\"")),
+        "no lifecycle log of the stream cut by the shutdown: {stderr}"
+    );
+    assert!(stderr.contains("shut down"), "{stderr}");
     let log = std::fs::read_to_string(&audit).unwrap();
     let events: Vec<rowstream::core::audit::AuditEvent> = log
         .lines()

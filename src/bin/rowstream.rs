@@ -203,6 +203,7 @@ fn parse_set(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logs();
     let Command::Serve(args) = cli.command;
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -211,6 +212,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Request and lifecycle logs on stderr, filtered by `RUST_LOG` (default
+/// `info`; e.g. `RUST_LOG=rowstream::http=warn,rowstream::stream=debug`).
+fn init_logs() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -287,15 +301,16 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener.local_addr()?;
         if server.is_open() {
-            eprintln!(
-                "WARNING: no --token or --jwt-secret configured: this server is OPEN, every caller is `anonymous`"
+            tracing::warn!(
+                "no --token or --jwt-secret configured: this server is OPEN, every caller is `anonymous`"
             );
         }
+        tracing::info!(%addr, instance = instance.as_deref().unwrap_or("-"), cluster = args.cluster.is_some(), "listening");
         println!("listening on http://{addr}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
         server.serve(listener, shutdown_signal()).await?;
-        eprintln!("rowstream: shut down");
+        tracing::info!("shut down");
         Ok(())
     })
 }

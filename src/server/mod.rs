@@ -200,6 +200,7 @@ impl AppState {
 
     pub(crate) fn record(&self, e: AuditEvent) {
         self.metrics.saw(&e);
+        ops::log_lifecycle(&e);
         self.audit.record(&e);
     }
 

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{lock, AppState, TenantDb};
 use crate::core::audit::AuditEvent;
+use crate::core::close::CloseReason;
 use crate::core::protocol::{ErrorBody, ErrorCode};
 
 /// How long one readiness check may take.
@@ -60,19 +61,96 @@ impl Metrics {
     }
 }
 
-/// Middleware: counts every refusal by its code.
-pub(crate) async fn count_refusals(
+/// Middleware: counts every refusal by its code, and logs every request
+/// (target `rowstream::http`, level `info`) once its response head is ready:
+/// a stream's body goes on after that, and its end is logged by
+/// [`log_lifecycle`].
+pub(crate) async fn observe_requests(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
     let res = next.run(req).await;
-    if let Some(RefusalCode(code)) = res.extensions().get::<RefusalCode>() {
+    let code = res.extensions().get::<RefusalCode>().map(|c| c.0);
+    if let Some(code) = code {
         *lock(&state.metrics.refusals)
             .entry(code.as_str())
             .or_insert(0) += 1;
     }
+    tracing::info!(
+        target: "rowstream::http",
+        %method,
+        path,
+        status = res.status().as_u16(),
+        code = code.map(|c| c.as_str()),
+        head_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
     res
+}
+
+/// Logs a stream's lifecycle (target `rowstream::stream`): opens and resumes
+/// at `debug`, every end at `info` (a failure's at `warn`). The audit log
+/// stays the record; this is for operators reading logs.
+pub(crate) fn log_lifecycle(e: &AuditEvent) {
+    match e {
+        AuditEvent::StreamOpened {
+            lease,
+            tenant,
+            principal,
+            snapshot_lsn,
+            ..
+        } => {
+            tracing::debug!(target: "rowstream::stream", lease, tenant, principal, snapshot_lsn, "opened")
+        }
+        AuditEvent::StreamResumed {
+            lease,
+            first_lease,
+            after_rows,
+            tenant,
+            principal,
+            ..
+        } => {
+            tracing::debug!(target: "rowstream::stream", lease, first_lease, after_rows, tenant, principal, "resumed")
+        }
+        AuditEvent::StreamClosed {
+            lease,
+            reason,
+            cause,
+            row_count,
+            bytes_written,
+            duration_ms,
+            tenant,
+            principal,
+            ..
+        } => {
+            let lease = lease.as_deref().unwrap_or("-");
+            let failed = matches!(
+                reason,
+                CloseReason::Error | CloseReason::SnapshotExpired | CloseReason::IntegrityFailed
+            );
+            let reason = reason.as_str();
+            if !failed {
+                tracing::info!(target: "rowstream::stream", lease, reason, cause, row_count, bytes_written, duration_ms, tenant, principal, "closed");
+            } else {
+                tracing::warn!(target: "rowstream::stream", lease, reason, cause, row_count, bytes_written, duration_ms, tenant, principal, "closed");
+            }
+        }
+        AuditEvent::TokenExpiredDuringLease { lease, tenant, .. } => {
+            tracing::debug!(target: "rowstream::stream", lease, tenant, "token expired during lease")
+        }
+        AuditEvent::CursorRejected {
+            code,
+            tenant,
+            principal,
+            ..
+        } => {
+            tracing::info!(target: "rowstream::stream", code, tenant, principal, "cursor rejected")
+        }
+    }
 }
 
 pub(crate) async fn healthz() -> Response {

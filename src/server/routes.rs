@@ -55,7 +55,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            super::ops::count_refusals,
+            super::ops::observe_requests,
         ))
         .layer(axum::middleware::map_response(cors))
         .with_state(state)

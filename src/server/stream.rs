@@ -1083,7 +1083,7 @@ pub(crate) fn run_resume(
 }
 
 fn tracing_warn(msg: &str) {
-    eprintln!("rowstream: {msg}");
+    tracing::warn!(target: "rowstream::cluster", "{msg}");
 }
 
 /// A cursor another instance published, made resumable here: a session

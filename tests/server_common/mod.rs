@@ -485,9 +485,20 @@ impl ServerProcess {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        Self::start_with_env(args, keep_stderr, &[])
+    }
+
+    /// [`ServerProcess::start`] with extra environment variables.
+    pub fn start_with_env<I, S>(args: I, keep_stderr: bool, env: &[(&str, &str)]) -> ServerProcess
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
         use std::process::{Command, Stdio};
         let mut child = Command::new(env!("CARGO_BIN_EXE_rowstream"))
             .args(args)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(if keep_stderr {
                 Stdio::piped()

@@ -181,6 +181,9 @@ impl ClusterState {
                         s.config.connect(NoTls).await.map_err(|e| e.to_string())?;
                     let task = tokio::spawn(conn);
                     let r = s.migrate(&client).await;
+                    if r.is_ok() {
+                        tracing::info!(target: "rowstream::cluster", instance = %s.instance, schema = SCHEMA_VERSION, "joined the cluster");
+                    }
                     drop(client);
                     let _ = task.await;
                     r
@@ -291,7 +294,8 @@ impl ClusterState {
             let lease = self.lease_ms as i64;
             let now = now_ms() as i64;
             let instance = self.instance.clone();
-            let _ = self
+            let was_healthy = self.healthy.load(Ordering::SeqCst);
+            let beat = self
                 .with(async |c: &Client| {
                     c.execute(
                         &format!(
@@ -301,23 +305,42 @@ impl ClusterState {
                         &[&instance],
                     )
                     .await?;
-                    c.execute(
-                        &format!(
-                            "DELETE FROM rowstream_slots s WHERE NOT EXISTS (SELECT 1 FROM \
-                             rowstream_instances i WHERE i.id = s.instance AND i.seen_at_ms > \
-                             {DB_NOW_MS} - $1)"
-                        ),
-                        &[&lease],
-                    )
-                    .await?;
-                    c.execute(
-                        "DELETE FROM rowstream_cursors WHERE forget_at_ms < $1",
-                        &[&now],
-                    )
-                    .await?;
-                    Ok(())
+                    let reclaimed = c
+                        .execute(
+                            &format!(
+                                "DELETE FROM rowstream_slots s WHERE NOT EXISTS (SELECT 1 FROM \
+                                 rowstream_instances i WHERE i.id = s.instance AND i.seen_at_ms > \
+                                 {DB_NOW_MS} - $1)"
+                            ),
+                            &[&lease],
+                        )
+                        .await?;
+                    let pruned = c
+                        .execute(
+                            "DELETE FROM rowstream_cursors WHERE forget_at_ms < $1",
+                            &[&now],
+                        )
+                        .await?;
+                    Ok((reclaimed, pruned))
                 })
                 .await;
+            match beat {
+                Ok((reclaimed, pruned)) => {
+                    if !was_healthy {
+                        tracing::info!(target: "rowstream::cluster", instance = %self.instance, "cluster database reachable again");
+                    }
+                    if reclaimed > 0 {
+                        tracing::info!(target: "rowstream::cluster", reclaimed, "reclaimed the capacity slots of vanished instances");
+                    }
+                    if pruned > 0 {
+                        tracing::debug!(target: "rowstream::cluster", pruned, "pruned expired cursors");
+                    }
+                }
+                Err(e) if was_healthy => {
+                    tracing::warn!(target: "rowstream::cluster", instance = %self.instance, error = %e, "heartbeat failed");
+                }
+                Err(_) => {}
+            }
             tokio::time::sleep(every).await;
         }
     }
