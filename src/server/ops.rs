@@ -31,7 +31,7 @@ pub(crate) struct Metrics {
     refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
-/// Put on a refusal response: its code, counted by [`count_refusals`].
+/// Put on a refusal response: its code, counted by [`observe_requests`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RefusalCode(pub(crate) ErrorCode);
 
@@ -62,7 +62,8 @@ impl Metrics {
 }
 
 /// Middleware: counts every refusal by its code, and logs every request
-/// (target `rowstream::http`, level `info`) once its response head is ready:
+/// (target `rowstream::http`, level `info`; probes of `/healthz`, `/readyz`
+/// and `/metrics` at `debug` unless they fail) once its response head is ready:
 /// a stream's body goes on after that, and its end is logged by
 /// [`log_lifecycle`].
 pub(crate) async fn observe_requests(
@@ -80,15 +81,16 @@ pub(crate) async fn observe_requests(
             .entry(code.as_str())
             .or_insert(0) += 1;
     }
-    tracing::info!(
-        target: "rowstream::http",
-        %method,
-        path,
-        status = res.status().as_u16(),
-        code = code.map(|c| c.as_str()),
-        head_ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
+    let status = res.status().as_u16();
+    let code = code.map(|c| c.as_str());
+    let head_ms = started.elapsed().as_millis() as u64;
+    // Balancers and Prometheus poll these every few seconds: their lines
+    // would bury the requests that matter.
+    if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") && status < 500 {
+        tracing::debug!(target: "rowstream::http", %method, path, status, code, head_ms, "request");
+    } else {
+        tracing::info!(target: "rowstream::http", %method, path, status, code, head_ms, "request");
+    }
     res
 }
 
