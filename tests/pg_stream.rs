@@ -458,3 +458,55 @@ fn the_snapshot_ttl_ends_a_stream_and_every_lease_is_closed_once() {
     }));
     assert_paired(&ts.events());
 }
+
+#[test]
+fn a_stalled_reader_applies_backpressure_and_a_disconnect_stops_the_query() {
+    use rowstream::core::audit::AuditEvent;
+    let pg = shared();
+    let db = unique("backpressure");
+    let url = pg.database(&db, "SELECT 1;");
+    let ts = serve(&url);
+    // 100M rows of ~1 KB: far more than any buffer could hold.
+    let body = serde_json::json!({"query": "SELECT g AS x, repeat('x', 1000) AS pad FROM generate_series(1, 100000000) g"}).to_string();
+    let mut s = open_stream(ts.addr(), &body, None);
+    assert_eq!(s.status, 200);
+    let open = j(&s.next_line().unwrap());
+    let lease = open["open"]["lease"].as_str().unwrap().to_owned();
+    for _ in 0..5 {
+        s.next_line().unwrap();
+    }
+    // Stop reading: the server must stop fetching once a few chunks and the
+    // socket buffers are full, instead of buffering without bound.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(ts.server.stats().running_streams, 1);
+    drop(s);
+    assert!(wait_events(&ts, 3000, |e| closed_of(e, &lease).is_some()));
+    let Some(AuditEvent::StreamClosed {
+        row_count, cause, ..
+    }) = closed_of(&ts.events(), &lease)
+    else {
+        unreachable!()
+    };
+    assert_eq!(cause, "disconnect");
+    assert!(
+        row_count < 40_000,
+        "{row_count} rows produced for a stalled reader"
+    );
+    // The disconnect ended the query and gave the session back idle.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let active = pg.psql(
+            &db,
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'reader' AND state <> 'idle'",
+        );
+        if active == "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reader's query is still running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ts.server.stats().slots_in_use, 0);
+}
