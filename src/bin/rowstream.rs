@@ -101,6 +101,23 @@ struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     audit_log: Option<PathBuf>,
 
+    /// Content-Encoding of streamed responses: `on` (zstd, br or gzip, as the client's
+    /// Accept-Encoding allows) or `off` (always identity).
+    #[arg(long, default_value = "on", value_name = "on|off", value_parser = parse_on_off)]
+    compression: bool,
+
+    /// zstd level of compressed streams (1 fast … 19 small).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=19))]
+    zstd_level: i32,
+
+    /// brotli quality of compressed streams (0 fast … 11 small).
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=11))]
+    brotli_quality: u32,
+
+    /// gzip level of compressed streams (1 fast … 9 small).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=9))]
+    gzip_level: u32,
+
     /// Serve the files of this directory at / (for example the demo's www/).
     #[arg(long, value_name = "DIR")]
     static_dir: Option<PathBuf>,
@@ -201,6 +218,14 @@ fn parse_set(s: &str) -> Result<(String, String), String> {
     Ok((k.into(), v.into()))
 }
 
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, not {s:?}")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs();
@@ -261,6 +286,12 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         b = b.instance_id(id.clone());
     }
     b = b
+        .compression(rowstream::server::compress::Compression {
+            enabled: args.compression,
+            zstd_level: args.zstd_level,
+            brotli_quality: args.brotli_quality,
+            gzip_level: args.gzip_level,
+        })
         .cluster_lease_ms(args.cluster_lease_ms)
         .allow_privileged_role(args.allow_privileged_role)
         .ingest_mode(args.ingest_mode)

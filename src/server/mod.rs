@@ -21,6 +21,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod compress;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzz_api;
@@ -184,6 +185,7 @@ pub(crate) struct AppState {
     pub(crate) static_dir: Option<PathBuf>,
     pub(crate) ingest: IngestSettings,
     pub(crate) limits: limits::QueryLimits,
+    pub(crate) compression: compress::Compression,
 }
 
 impl AppState {
@@ -275,6 +277,7 @@ pub struct ServerBuilder {
     cluster: Option<String>,
     cluster_lease_ms: u64,
     instance_id: Option<String>,
+    compression: compress::Compression,
 }
 
 /// How long a vanished instance's slots stay counted, by default.
@@ -360,6 +363,14 @@ impl ServerBuilder {
         init: impl Fn(&Connection) -> rusqlite::Result<()> + Send + Sync + 'static,
     ) -> Self {
         self.init = Some(Arc::new(init));
+        self
+    }
+
+    /// `Content-Encoding` of streamed responses: on by default (zstd, br or
+    /// gzip as the client accepts, at fast levels); `enabled: false` sends
+    /// identity always (`--compression off`).
+    pub fn compression(mut self, c: compress::Compression) -> Self {
+        self.compression = c;
         self
     }
 
@@ -533,6 +544,7 @@ impl ServerBuilder {
                 static_dir: self.static_dir,
                 ingest: self.ingest,
                 limits: self.limits,
+                compression: self.compression,
             }),
         })
     }
@@ -602,6 +614,7 @@ impl Server {
             cluster: None,
             cluster_lease_ms: DEFAULT_CLUSTER_LEASE_MS,
             instance_id: None,
+            compression: compress::Compression::default(),
         }
     }
 

@@ -27,6 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 
+use super::compress::{Coding, Compressor};
 use crate::core::cancel::CancelToken;
 use crate::core::clock::Clock;
 use crate::core::close::CloseReason;
@@ -158,22 +159,77 @@ impl StreamCtl {
 struct PipeState<C: Clock> {
     enc: Option<StreamEncoder<C>>,
     queue: VecDeque<Bytes>,
+    /// The response's `Content-Encoding` (`None`: identity).
+    compressor: Option<Compressor>,
+    /// Compressed bytes queued so far (the wire body).
+    wire_bytes: u64,
+    /// A due latency-cap flush of a compressed stream was handed to the
+    /// blocking pool (compression never runs on a tokio worker).
+    flush_scheduled: bool,
     finished: bool,
     waker: Option<Waker>,
 }
 
-struct QueueSink<'a>(&'a mut VecDeque<Bytes>);
+/// Where the producer's chunks go: straight into the queue, or through the
+/// stream's compressor (one flush per chunk, so each chunk decodes at once).
+struct QueueSink<'a> {
+    queue: &'a mut VecDeque<Bytes>,
+    compressor: Option<&'a mut Compressor>,
+    wire_bytes: &'a mut u64,
+}
 
 impl ChunkSink for QueueSink<'_> {
     type Error = Infallible;
     fn write_chunk(&mut self, chunk: &[u8]) -> Result<(), Infallible> {
-        self.0.push_back(Bytes::copy_from_slice(chunk));
+        let out = match self.compressor.as_mut() {
+            Some(c) => Bytes::from(c.chunk(chunk)),
+            None => Bytes::copy_from_slice(chunk),
+        };
+        self.push(out);
         Ok(())
     }
     fn take_chunk(&mut self, chunk: &mut Vec<u8>) -> Result<(), Infallible> {
-        // The producer's buffer becomes the body chunk: no copy.
-        self.0.push_back(Bytes::from(std::mem::take(chunk)));
+        let out = match self.compressor.as_mut() {
+            Some(c) => {
+                let out = Bytes::from(c.chunk(chunk));
+                chunk.clear();
+                out
+            }
+            // The producer's buffer becomes the body chunk: no copy.
+            None => Bytes::from(std::mem::take(chunk)),
+        };
+        self.push(out);
         Ok(())
+    }
+}
+
+impl QueueSink<'_> {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            *self.wire_bytes += b.len() as u64;
+            self.queue.push_back(b);
+        }
+    }
+}
+
+impl<C: Clock> PipeState<C> {
+    /// The encoder and a sink over the queue, borrowed together.
+    fn parts(&mut self) -> (Option<&mut StreamEncoder<C>>, QueueSink<'_>) {
+        let PipeState {
+            enc,
+            queue,
+            compressor,
+            wire_bytes,
+            ..
+        } = self;
+        (
+            enc.as_mut(),
+            QueueSink {
+                queue,
+                compressor: compressor.as_mut(),
+                wire_bytes,
+            },
+        )
     }
 }
 
@@ -206,6 +262,9 @@ impl Pipe {
             st: Mutex::new(PipeState {
                 enc: None,
                 queue: VecDeque::new(),
+                compressor: None,
+                wire_bytes: 0,
+                flush_scheduled: false,
                 finished: false,
                 waker: None,
             }),
@@ -217,6 +276,21 @@ impl Pipe {
     /// The clock.
     pub fn clock(&self) -> &SharedClock {
         &self.clock
+    }
+
+    /// Compresses the body with `c` (before [`Pipe::start`]).
+    pub fn compress_with(&self, c: Compressor) {
+        lock(&self.st).compressor = Some(c);
+    }
+
+    /// The body's `Content-Encoding`, `None` for identity.
+    pub fn coding(&self) -> Option<Coding> {
+        lock(&self.st).compressor.as_ref().map(|c| c.coding())
+    }
+
+    /// Bytes of the body as sent (after compression) so far.
+    pub fn wire_bytes(&self) -> u64 {
+        lock(&self.st).wire_bytes
     }
 
     /// Installs the encoder and writes the `open` line.
@@ -236,16 +310,14 @@ impl Pipe {
         st: &mut PipeState<SharedClock>,
         f: impl FnOnce(&mut StreamEncoder<SharedClock>, &mut QueueSink<'_>) -> R,
     ) -> Option<R> {
-        let PipeState {
-            enc, queue, waker, ..
-        } = st;
-        let enc = enc.as_mut()?;
+        let before = st.queue.len();
+        let (enc, mut sink) = st.parts();
+        let enc = enc?;
         let had_deadline = enc.producer().next_deadline_ms().is_some();
-        let before = queue.len();
-        let r = f(enc, &mut QueueSink(queue));
+        let r = f(enc, &mut sink);
         let new_deadline = !had_deadline && enc.producer().next_deadline_ms().is_some();
-        if queue.len() > before || new_deadline {
-            if let Some(w) = waker.take() {
+        if st.queue.len() > before || new_deadline {
+            if let Some(w) = st.waker.take() {
                 w.wake();
             }
         }
@@ -359,11 +431,9 @@ impl Pipe {
         before_visible: impl FnOnce(Finished),
     ) -> Finished {
         let mut st = lock(&self.st);
-        let PipeState { enc, queue, .. } = &mut *st;
+        let (enc, mut sink) = st.parts();
         let out = enc
-            .as_mut()
             .map(|enc| {
-                let mut sink = QueueSink(queue);
                 let _ = enc.error_then_end(error, reason, &mut sink);
                 Finished {
                     row_count: enc.row_count(),
@@ -371,6 +441,14 @@ impl Pipe {
                 }
             })
             .unwrap_or_default();
+        // The compressed stream's last block follows the end line.
+        if let Some(tail) = st.compressor.as_mut().map(Compressor::finish) {
+            let tail = Bytes::from(tail);
+            st.wire_bytes += tail.len() as u64;
+            if !tail.is_empty() {
+                st.queue.push_back(tail);
+            }
+        }
         before_visible(out);
         st.enc = None;
         st.finished = true;
@@ -396,6 +474,21 @@ impl Pipe {
     fn made_room(&self, queued: usize) {
         if queued <= MAX_QUEUED_CHUNKS / 2 {
             self.space.notify_all();
+        }
+    }
+
+    /// The latency cap's flush of a compressed stream (see
+    /// [`PipeBody`]'s poll), off the tokio workers.
+    fn flush_due(&self) {
+        let mut st = lock(&self.st);
+        st.flush_scheduled = false;
+        self.with_locked(&mut st, |enc, sink| {
+            let _ = enc.producer().flush_if_due(sink);
+        });
+        // Nothing was due any more (the producer flushed first): the body
+        // re-arms its timer when polled.
+        if let Some(w) = st.waker.take() {
+            w.wake();
         }
     }
 
@@ -459,10 +552,21 @@ impl Body for PipeBody {
                     .as_mut()
                     .and_then(|e| e.producer().next_deadline_ms());
                 let wait = match deadline {
+                    Some(d) if now >= d && st.compressor.is_some() => {
+                        // Compressing is CPU work: the due flush runs on the
+                        // blocking pool, which wakes this body when the chunk
+                        // is queued.
+                        if !st.flush_scheduled {
+                            st.flush_scheduled = true;
+                            let pipe = this.pipe.clone();
+                            tokio::task::spawn_blocking(move || pipe.flush_due());
+                        }
+                        None
+                    }
                     Some(d) if now >= d => {
-                        let PipeState { enc, queue, .. } = &mut *st;
-                        if let Some(enc) = enc.as_mut() {
-                            let _ = enc.producer().flush_if_due(&mut QueueSink(queue));
+                        let (enc, mut sink) = st.parts();
+                        if let Some(enc) = enc {
+                            let _ = enc.producer().flush_if_due(&mut sink);
                         }
                         if let Some(chunk) = st.queue.pop_front() {
                             this.pipe.made_room(st.queue.len());

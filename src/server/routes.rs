@@ -174,9 +174,20 @@ fn bad_request(e: impl std::fmt::Display) -> Response {
 }
 
 fn stream_response(pipe: Arc<Pipe>, ctl: Arc<StreamCtl>) -> Response {
+    let coding = pipe.coding();
     let mut res = Response::new(Body::new(PipeBody::new(pipe, ctl)));
+    let h = res.headers_mut();
     for (k, v) in STREAM_HEADERS {
-        res.headers_mut().insert(k, HeaderValue::from_static(v));
+        h.insert(k, HeaderValue::from_static(v));
+    }
+    // Also on identity responses: caches must not reuse one coding's body
+    // for a request that accepts another.
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if let Some(c) = coding {
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(c.token()),
+        );
     }
     res
 }
@@ -223,6 +234,9 @@ async fn stream_handler(
         return refuse(ErrorCode::Unauthorized, "unknown tenant");
     };
     let pipe = Pipe::new(state.clock.clone());
+    if let Some(coding) = state.compression.negotiate(&headers) {
+        pipe.compress_with(state.compression.compressor(coding));
+    }
     let ctl = StreamCtl::new(&pipe);
     let (tx, rx) = tokio::sync::oneshot::channel();
     if value.get("cursor").is_some() {
