@@ -889,3 +889,159 @@ fn help_lists_the_ingest_options() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+fn ingest_encoded(addr: SocketAddr, body: &[u8], coding: &str) -> Resp {
+    send(
+        addr,
+        "POST",
+        PATH,
+        body,
+        &[
+            ("Content-Type", "application/x-ndjson"),
+            ("Content-Encoding", coding),
+        ],
+    )
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn zstd_of(data: &[u8]) -> Vec<u8> {
+    zstd::stream::encode_all(data, 1).unwrap()
+}
+
+#[test]
+fn gzip_and_zstd_uploads_with_several_members_or_frames_land_whole() {
+    let dir = TempDir::new();
+    let db = dir.path("db.sqlite");
+    make_db(&db, 10);
+    let ts = server(&db, IngestMode::Staged);
+    let open = open_line("t", &["id", "name", "v"]);
+    let mut expected = 10;
+    for (coding, encode) in [("gzip", gzip as fn(&[u8]) -> Vec<u8>), ("zstd", zstd_of)] {
+        let from = 1000 * expected;
+        let body = body_of(&open, rows(from, from + 20_000), None);
+        // Cut the body at arbitrary points and compress each part on its own:
+        // a multi-member gzip file, a multi-frame zstd stream.
+        let (a, b) = body.split_at(body.len() / 3);
+        let (b, c) = b.split_at(b.len() / 2);
+        let wire: Vec<u8> = [a, b, c].iter().flat_map(|p| encode(p)).collect();
+        assert!(wire.len() * 4 < body.len());
+        let r = ingest_encoded(ts.addr(), &wire, coding);
+        assert_eq!(r.status, 200, "{coding}: {}", r.text());
+        assert_eq!(r.json()["end"]["row_count"], 20_000);
+        assert_eq!(r.json()["end"]["integrity"], "ok");
+        expected += 20_000;
+        assert_eq!(count(&db), expected, "{coding}");
+    }
+    // The audit records the decoded bytes.
+    let sizes: Vec<u64> = closed_events(&ts.events())
+        .iter()
+        .map(|(_, _, _, bytes)| *bytes)
+        .collect();
+    assert!(sizes.iter().all(|&b| b > 500_000), "{sizes:?}");
+    assert_paired(&ts.events());
+}
+
+#[test]
+fn other_codings_get_415_and_corrupt_bodies_400_and_nothing_lands() {
+    let dir = TempDir::new();
+    let db = dir.path("db.sqlite");
+    make_db(&db, 10);
+    let ts = server(&db, IngestMode::Direct);
+    let body = body_of(&open_line("t", &["id", "name", "v"]), rows(100, 200), None);
+    for coding in ["br", "deflate", "gzip, zstd", "compress"] {
+        let r = ingest_encoded(ts.addr(), &body, coding);
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (415, "unsupported_encoding"),
+            "{coding}"
+        );
+    }
+    let r = ingest_encoded(ts.addr(), &body, "identity");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(count(&db), 110);
+    // Not gzip at all; a gzip body cut short; a corrupted zstd frame.
+    let next = body_of(&open_line("t", &["id", "name", "v"]), rows(200, 300), None);
+    let gz = gzip(&next);
+    let mut zs = zstd_of(&next);
+    let mid = zs.len() / 2;
+    zs[mid] ^= 0xff;
+    for (coding, wire) in [
+        ("gzip", next.clone()),
+        ("gzip", gz[..gz.len() - 20].to_vec()),
+        ("zstd", zs),
+    ] {
+        let r = ingest_encoded(ts.addr(), &wire, coding);
+        assert_eq!(r.status, 400, "{coding}: {}", r.text());
+        // A bad stream is `bad_request`; corrupt data that still decodes
+        // (zstd frames carry no checksum by default) fails as the rows it
+        // became: either way, a structured 400.
+        assert!(!r.error_code().is_empty(), "{}", r.text());
+        assert_eq!(count(&db), 110, "{coding}");
+    }
+    assert_paired(&ts.events());
+}
+
+#[test]
+fn a_compressed_bomb_is_refused_while_it_inflates_and_nothing_lands() {
+    let dir = TempDir::new();
+    let db = dir.path("db.sqlite");
+    make_db(&db, 10);
+    let ts = TestServer::start(
+        builder_for(&db)
+            .ingest_mode(IngestMode::Direct)
+            .ingest_max_body_bytes(Some(10_000_000)),
+    );
+    // ~1 MB of gzip that inflates to ~1 GB of valid rows: an open line, then
+    // the same short row over and over (the table would accept every one).
+    let open = open_line("t", &["name"]);
+    let row = b"{\"row\":{\"name\":\"x\"}}\n";
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    use std::io::Write as _;
+    e.write_all(open.as_bytes()).unwrap();
+    e.write_all(b"\n").unwrap();
+    let block = row.repeat(50_000);
+    for _ in 0..1000 {
+        e.write_all(&block).unwrap();
+    }
+    let bomb = e.finish().unwrap();
+    eprintln!(
+        "bomb: {} bytes inflating to {} bytes",
+        bomb.len(),
+        block.len() * 1000
+    );
+    assert!(bomb.len() < 5_000_000);
+    let t = Instant::now();
+    let r = ingest_encoded(ts.addr(), &bomb, "gzip");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (413, "payload_too_large"),
+        "{}",
+        r.text()
+    );
+    eprintln!("refused after {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert_eq!(count(&db), 10);
+    // The same bomb in zstd.
+    let zbomb = {
+        let mut z = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        z.write_all(open.as_bytes()).unwrap();
+        z.write_all(b"\n").unwrap();
+        for _ in 0..1000 {
+            z.write_all(&block).unwrap();
+        }
+        z.finish().unwrap()
+    };
+    let r = ingest_encoded(ts.addr(), &zbomb, "zstd");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (413, "payload_too_large")
+    );
+    assert_eq!(count(&db), 10);
+    assert_paired(&ts.events());
+}

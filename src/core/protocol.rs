@@ -73,6 +73,8 @@ error_codes! {
     SnapshotUnavailable = ("snapshot_unavailable", 410),
     /// The tenant accepts no uploads (no writer role configured).
     IngestNotAllowed = ("ingest_not_allowed", 403),
+    /// (1.1) An upload's `Content-Encoding` is not `gzip`, `zstd` or identity.
+    UnsupportedEncoding = ("unsupported_encoding", 415),
     /// Missing or invalid bearer token.
     Unauthorized = ("unauthorized", 401),
     /// Request body over the limit.

@@ -127,6 +127,148 @@ impl Default for IngestSettings {
     }
 }
 
+/// An upload's `Content-Encoding` (PROTOCOL §1, 1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UploadCoding {
+    Gzip,
+    Zstd,
+}
+
+/// `None`: identity; `Err`: a coding the server cannot decode.
+fn upload_coding(headers: &HeaderMap) -> Result<Option<UploadCoding>, String> {
+    let mut coding = None;
+    for v in headers.get_all(header::CONTENT_ENCODING) {
+        let v = v
+            .to_str()
+            .map_err(|_| "a Content-Encoding that is not text".to_owned())?;
+        for token in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let c = match token.to_ascii_lowercase().as_str() {
+                "identity" => continue,
+                "gzip" | "x-gzip" => UploadCoding::Gzip,
+                "zstd" => UploadCoding::Zstd,
+                _ => {
+                    return Err(format!(
+                        "uploads may be sent as gzip or zstd, not {token:?}"
+                    ))
+                }
+            };
+            if coding.replace(c).is_some() {
+                return Err("uploads may be compressed once, with gzip or zstd".into());
+            }
+        }
+    }
+    Ok(coding)
+}
+
+/// The blocking side of the body channel, as a `Read` for the decoders: a
+/// failure of the HTTP side is kept in `failed` (the decoder only sees an
+/// I/O error).
+struct FeedReader<'a> {
+    rx: &'a mut mpsc::Receiver<Feed>,
+    current: Bytes,
+    failed: &'a std::cell::Cell<Option<FeedError>>,
+}
+
+impl std::io::Read for FeedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Feed::Chunk(b)) => self.current = b,
+                Some(Feed::End) => return Ok(0),
+                Some(Feed::Failed(e)) => {
+                    self.failed.set(Some(e));
+                    return Err(std::io::Error::other("the upload failed"));
+                }
+                None => {
+                    self.failed.set(Some(FeedError::Disconnect));
+                    return Err(std::io::Error::other("the upload was cut"));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+/// Decoded upload bytes, a bounded piece at a time: a small body that
+/// inflates to gigabytes never occupies more than [`DECODED_PIECE`] here,
+/// and the body limit counts these bytes.
+struct Inflate<'a> {
+    decoder: Box<dyn std::io::Read + 'a>,
+    failed: &'a std::cell::Cell<Option<FeedError>>,
+    coding: UploadCoding,
+    buf: Vec<u8>,
+    decoded: u64,
+}
+
+const DECODED_PIECE: usize = 64 * 1024;
+
+/// A reader that fails with the error of a decoder that could not be made.
+struct FailingRead(std::io::Error);
+
+impl std::io::Read for FailingRead {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::new(self.0.kind(), self.0.to_string()))
+    }
+}
+
+/// Where the writer reads the upload: identity bodies straight from the
+/// channel, compressed ones through their decoder (on the writer's thread,
+/// never a tokio worker).
+enum Source<'a> {
+    Plain(&'a mut mpsc::Receiver<Feed>),
+    Inflate(Inflate<'a>),
+}
+
+impl Source<'_> {
+    fn next(&mut self, max: Option<u64>) -> Piece {
+        match self {
+            Source::Plain(rx) => match rx.blocking_recv() {
+                Some(Feed::Chunk(b)) => Piece::Data(b),
+                Some(Feed::End) => Piece::End,
+                Some(Feed::Failed(e)) => Piece::Failed(e),
+                None => Piece::Failed(FeedError::Disconnect),
+            },
+            Source::Inflate(i) => i.next(max),
+        }
+    }
+}
+
+/// One step of the upload, as the writer sees it.
+enum Piece {
+    Data(Bytes),
+    End,
+    Failed(FeedError),
+    Corrupt(String),
+}
+
+impl Inflate<'_> {
+    fn next(&mut self, max: Option<u64>) -> Piece {
+        match self.decoder.read(&mut self.buf) {
+            Ok(0) => Piece::End,
+            Ok(n) => {
+                self.decoded += n as u64;
+                match max {
+                    Some(max) if self.decoded > max => Piece::Failed(FeedError::TooLarge(max)),
+                    _ => Piece::Data(Bytes::copy_from_slice(&self.buf[..n])),
+                }
+            }
+            Err(e) => match self.failed.take() {
+                Some(f) => Piece::Failed(f),
+                None => Piece::Corrupt(format!(
+                    "the body is not valid {}: {e}",
+                    match self.coding {
+                        UploadCoding::Gzip => "gzip",
+                        UploadCoding::Zstd => "zstd",
+                    }
+                )),
+            },
+        }
+    }
+}
+
 /// What the HTTP side hands the writing thread.
 enum Feed {
     Chunk(Bytes),
@@ -195,8 +337,19 @@ pub(crate) async fn ingest_handler(
             )
         }
     };
+    let coding = match upload_coding(&headers) {
+        Ok(c) => c,
+        Err(msg) => {
+            return refuse(
+                body,
+                refusal_response(Refusal::new(ErrorCode::UnsupportedEncoding, msg)),
+            )
+        }
+    };
     let settings = state.ingest.clone();
-    if let Some(max) = settings.max_body_bytes {
+    // The declared length is of the encoded body: it bounds an identity
+    // upload only (a compressed one is counted as it inflates).
+    if let (Some(max), None) = (settings.max_body_bytes, coding) {
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -217,7 +370,7 @@ pub(crate) async fn ingest_handler(
     {
         let (st, c, s) = (state.clone(), ctl.clone(), settings.clone());
         tokio::task::spawn_blocking(move || {
-            let outcome = run_ingest(&st, &caller, &tenant, &s, rx, &c);
+            let outcome = run_ingest(&st, &caller, &tenant, &s, coding, rx, &c);
             let _ = done_tx.send(outcome);
         });
     }
@@ -242,7 +395,9 @@ pub(crate) async fn ingest_handler(
                 Ok(data) => {
                     total += data.len() as u64;
                     match settings.max_body_bytes {
-                        Some(max) if total > max => Feed::Failed(FeedError::TooLarge(max)),
+                        Some(max) if total > max && coding.is_none() => {
+                            Feed::Failed(FeedError::TooLarge(max))
+                        }
                         _ => Feed::Chunk(data),
                     }
                 }
@@ -840,6 +995,7 @@ fn run_ingest(
     caller: &Caller,
     tenant: &TenantDb,
     settings: &IngestSettings,
+    coding: Option<UploadCoding>,
     mut rx: mpsc::Receiver<Feed>,
     ctl: &Arc<StreamCtl>,
 ) -> Outcome {
@@ -859,6 +1015,32 @@ fn run_ingest(
     };
     let mut framer = NdjsonFramer::with_max_line_bytes(settings.max_line_bytes);
     let mut failure: Option<(Refusal, CloseReason, String)> = None;
+    let failed = std::cell::Cell::new(None);
+    let mut source = match coding {
+        None => Source::Plain(&mut rx),
+        Some(coding) => {
+            let reader = FeedReader {
+                rx: &mut rx,
+                current: Bytes::new(),
+                failed: &failed,
+            };
+            // Both decoders read every member / frame of a concatenated body.
+            let decoder: Box<dyn std::io::Read + '_> = match coding {
+                UploadCoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+                UploadCoding::Zstd => match zstd::stream::read::Decoder::new(reader) {
+                    Ok(d) => Box::new(d),
+                    Err(e) => Box::new(FailingRead(e)),
+                },
+            };
+            Source::Inflate(Inflate {
+                decoder,
+                failed: &failed,
+                coding,
+                buf: vec![0; DECODED_PIECE],
+                decoded: 0,
+            })
+        }
+    };
     let fail_with = |r: Refusal| {
         let reason = if r.code == ErrorCode::IntegrityFailed {
             CloseReason::IntegrityFailed
@@ -873,14 +1055,16 @@ fn run_ingest(
             failure = Some(stopped(c));
             break;
         }
-        let feed = rx.blocking_recv();
+        // Identity bodies go straight from the channel to the framer;
+        // compressed ones through their decoder, on this thread.
+        let piece = source.next(settings.max_body_bytes);
         if let Some(c) = ctl.cause() {
             failure = Some(stopped(c));
             break;
         }
         let mut err: Option<Refusal> = None;
-        match feed {
-            Some(Feed::Chunk(bytes)) => {
+        match piece {
+            Piece::Data(bytes) => {
                 let r = framer.push_numbered(&bytes, |line, no| {
                     if err.is_none() {
                         err = w.on_line(line, no).err();
@@ -890,7 +1074,7 @@ fn run_ingest(
                     err = Some(framer_refusal(&e));
                 }
             }
-            Some(Feed::End) => {
+            Piece::End => {
                 let r = framer.finish_numbered(|line, no| {
                     if err.is_none() {
                         err = w.on_line(line, no).err();
@@ -909,8 +1093,9 @@ fn run_ingest(
                     break;
                 }
             }
-            Some(Feed::Failed(FeedError::TooLarge(max))) => err = Some(too_large(max)),
-            Some(Feed::Failed(FeedError::Timeout)) => {
+            Piece::Corrupt(msg) => err = Some(Refusal::new(ErrorCode::BadRequest, msg)),
+            Piece::Failed(FeedError::TooLarge(max)) => err = Some(too_large(max)),
+            Piece::Failed(FeedError::Timeout) => {
                 err = Some(Refusal::new(
                     ErrorCode::RequestTimeout,
                     format!(
@@ -919,7 +1104,7 @@ fn run_ingest(
                     ),
                 ))
             }
-            Some(Feed::Failed(FeedError::Disconnect)) | None => {
+            Piece::Failed(FeedError::Disconnect) => {
                 failure = Some(stopped(StopCause::Disconnect));
                 break;
             }

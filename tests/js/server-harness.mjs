@@ -70,12 +70,15 @@ export function startServer(db, extraArgs = []) {
  * A TCP proxy in front of `base`. plan.cuts[i]: connection i is closed after
  * that many response bytes. plan.flip: on the first connection, the first
  * occurrence of plan.flip.find (a Buffer) in the response is replaced by
- * plan.flip.replace (same length).
+ * plan.flip.replace (same length). plan.acceptEncoding: replaces the
+ * requests' Accept-Encoding. plan.flipAt: see below.
  */
 export async function startProxy(base, plan = {}) {
   const target = new URL(base);
   let connections = 0;
   const sockets = new Set();
+  // Bytes each connection forwarded to the client (as sent: compressed).
+  const wire = [];
   const server = net.createServer((client) => {
     const index = connections++;
     const upstream = net.connect(Number(target.port), target.hostname);
@@ -89,11 +92,30 @@ export async function startProxy(base, plan = {}) {
     upstream.on("error", kill);
     client.on("close", () => upstream.destroy());
     upstream.on("end", () => client.end());
-    client.pipe(upstream);
+    if (plan.acceptEncoding === undefined) {
+      client.pipe(upstream);
+    } else {
+      // Stands in for the client's Accept-Encoding (every request head on
+      // the connection), so a test picks the coding the server sends.
+      client.on("data", (buf) => {
+        const text = buf.toString("latin1").replace(/\r\naccept-encoding:[^\r]*/gi, "");
+        const rewritten = text.replace(/\r\n\r\n/, `\r\naccept-encoding: ${plan.acceptEncoding}\r\n\r\n`);
+        upstream.write(text.includes("HTTP/1.1\r\n") ? Buffer.from(rewritten, "latin1") : buf);
+      });
+      client.on("end", () => upstream.end());
+    }
     const cut = plan.cuts?.[index];
     let sent = 0;
+    wire[index] = 0;
     let pending = plan.flip && index === 0 ? Buffer.alloc(0) : null;
+    // plan.flipAt: XOR one byte at that offset of the first response (a
+    // compressed body's bytes, as sent).
+    const flipAt = index === 0 ? plan.flipAt : undefined;
     const forward = (buf) => {
+      if (flipAt !== undefined && sent <= flipAt && flipAt < sent + buf.length) {
+        buf = Buffer.from(buf);
+        buf[flipAt - sent] ^= 0x5a;
+      }
       if (cut !== undefined && sent + buf.length >= cut) {
         client.write(buf.subarray(0, cut - sent), () => kill());
         sent = cut;
@@ -101,6 +123,7 @@ export async function startProxy(base, plan = {}) {
         return;
       }
       sent += buf.length;
+      wire[index] = sent;
       client.write(buf);
     };
     upstream.on("data", (buf) => {
@@ -132,6 +155,7 @@ export async function startProxy(base, plan = {}) {
     get connections() {
       return connections;
     },
+    wire,
     close: () => {
       for (const s of sockets) s.destroy();
       return new Promise((r) => server.close(r));

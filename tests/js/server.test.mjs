@@ -17,6 +17,10 @@ if (!BIN) {
   describe(`real server (${BIN}, seed ${SEED})`, () => {
     let fixture;
     let server;
+    // The same database, flushing every 40 rows: a client's decoder loses
+    // what it had not yet decoded when a compressed connection drops, so a
+    // cut makes progress only past a flush (see the drop tests).
+    let chunky;
     let baseline;
     const open = [];
     const q = (url, extra = {}) =>
@@ -26,6 +30,8 @@ if (!BIN) {
       fixture = makeDatabase(ROWS, BIG_ROWS);
       server = await startServer(fixture.db);
       open.push(server);
+      chunky = await startServer(fixture.db, ["--set", "stream.chunk.max_rows=40"]);
+      open.push(chunky);
     });
     after(async () => {
       for (const s of open) await s.stop();
@@ -53,47 +59,67 @@ if (!BIN) {
       assert.deepEqual(arrays[41], Object.values(baseline[41]));
     });
 
-    // Resume and tamper detection with either SHA-256: node:crypto (the
-    // default in Node) and the wasm decoder's own (as in browsers).
+    // Resume and tamper detection with either SHA-256 — node:crypto (the
+    // default in Node) and the wasm decoder's own (as in browsers) — over
+    // every coding Node's fetch decodes (zstd is covered in Chromium, e2e).
+    const wireSize = async (coding) => {
+      const proxy = await startProxy(chunky.base, { acceptEncoding: coding });
+      try {
+        await collect(q(proxy.url));
+        return proxy.wire[0];
+      } finally {
+        await proxy.close();
+      }
+    };
     for (const hash of ["native", "wasm"]) {
-      test(`one dropped connection at a random byte offset is resumed: identical rows [hash: ${hash}]`, async () => {
-        const rnd = prng(SEED);
-        for (let round = 0; round < 3; round++) {
-          const cut = 1500 + Math.floor(rnd() * 60_000);
-          const proxy = await startProxy(server.base, { cuts: [cut] });
+      for (const coding of ["identity", "gzip", "br"]) {
+        test(`one dropped connection at a random byte offset is resumed: identical rows [hash: ${hash}, ${coding}]`, async () => {
+          const rnd = prng(SEED);
+          const total = await wireSize(coding);
+          for (let round = 0; round < 3; round++) {
+            const cut = 1500 + Math.floor(rnd() * (total - 3000));
+            const proxy = await startProxy(chunky.base, { cuts: [cut], acceptEncoding: coding });
+            try {
+              const stream = q(proxy.url, { hash });
+              const rows = await collect(stream);
+              assert.equal(stream.summary.resumes, 1, `cut at ${cut} of ${total}`);
+              assert.equal(stream.summary.verified, true);
+              assert.equal(stream.summary.hash, hash);
+              assert.deepEqual(rows, baseline, `cut at ${cut} (seed ${SEED})`);
+            } finally {
+              await proxy.close();
+            }
+          }
+        });
+
+        test(`several dropped connections in a row are resumed: identical rows [hash: ${hash}, ${coding}]`, async () => {
+          const rnd = prng(SEED + 1);
+          const total = await wireSize(coding);
+          const cuts = Array.from({ length: 5 }, () => 1500 + Math.floor((rnd() * total) / 8));
+          const proxy = await startProxy(chunky.base, { cuts, acceptEncoding: coding });
           try {
             const stream = q(proxy.url, { hash });
             const rows = await collect(stream);
-            assert.equal(stream.summary.resumes, 1, `cut at ${cut}`);
-            assert.equal(stream.summary.verified, true);
-            assert.equal(stream.summary.hash, hash);
-            assert.deepEqual(rows, baseline, `cut at ${cut} (seed ${SEED})`);
+            const s = stream.summary;
+            assert.equal(s.resumes, cuts.length, `cuts ${cuts} of ${total}`);
+            assert.equal(s.verified, true);
+            assert.equal(s.resumedFrom.length, cuts.length);
+            // Identity: every cut leaves new rows behind. Compressed: what
+            // the runtime's decoder held when the socket closed is lost with
+            // it (undici), so a cut soon after a resume may add none — the
+            // client then resumes from the same row.
+            const grows = (n, i) => i === 0 || (coding === "identity" ? n > s.resumedFrom[i - 1] : n >= s.resumedFrom[i - 1]);
+            assert.ok(s.resumedFrom.every((n, i) => n > 0 && grows(n, i)), `${s.resumedFrom}`);
+            assert.deepEqual(rows, baseline, `cuts ${cuts} (seed ${SEED})`);
           } finally {
             await proxy.close();
           }
-        }
-      });
-
-      test(`several dropped connections in a row are resumed: identical rows [hash: ${hash}]`, async () => {
-        const rnd = prng(SEED + 1);
-        const cuts = Array.from({ length: 5 }, () => 1500 + Math.floor(rnd() * 20_000));
-        const proxy = await startProxy(server.base, { cuts });
-        try {
-          const stream = q(proxy.url, { hash });
-          const rows = await collect(stream);
-          const s = stream.summary;
-          assert.equal(s.resumes, cuts.length, `cuts ${cuts}`);
-          assert.equal(s.verified, true);
-          assert.equal(s.resumedFrom.length, cuts.length);
-          assert.ok(s.resumedFrom.every((n, i) => n > 0 && (i === 0 || n > s.resumedFrom[i - 1])), `${s.resumedFrom}`);
-          assert.deepEqual(rows, baseline, `cuts ${cuts} (seed ${SEED})`);
-        } finally {
-          await proxy.close();
-        }
-      });
+        });
+      }
 
       test(`a byte flipped in transit is a digest_mismatch [hash: ${hash}]`, async () => {
         const proxy = await startProxy(server.base, {
+          acceptEncoding: "identity",
           flip: { find: Buffer.from("tamper-me"), replace: Buffer.from("tamper-mf") },
         });
         try {
@@ -102,6 +128,36 @@ if (!BIN) {
           await proxy.close();
         }
       });
+
+      // gzip is left out: Node 20's fetch (undici 6) never settles a gzip
+      // body whose data fails to inflate (neither an error nor the end: 89
+      // hangs in 100 flips, with a bare fetch too), so no client on it can
+      // tell. Browsers error such a body (the e2e test runs compressed).
+      for (const coding of ["br"]) {
+        test(`a byte flipped in a ${coding} body is never accepted as rows [hash: ${hash}]`, async () => {
+          // A flip either breaks the decoder (an interrupted body: resumed
+          // on a clean connection) or decodes to other bytes (caught by the
+          // digest, or by the framing): never other rows, verified.
+          const rnd = prng(SEED + 2);
+          const total = await wireSize(coding);
+          for (let round = 0; round < 4; round++) {
+            const at = 500 + Math.floor(rnd() * (total - 1000));
+            const proxy = await startProxy(chunky.base, { flipAt: at, acceptEncoding: coding });
+            try {
+              const stream = q(proxy.url, { hash });
+              try {
+                const rows = await collect(stream);
+                assert.equal(stream.summary.verified, true);
+                assert.deepEqual(rows, baseline, `flip at ${at} of ${total} (seed ${SEED})`);
+              } catch (e) {
+                assert.ok(e instanceof RowstreamError, `flip at ${at}: ${e}`);
+              }
+            } finally {
+              await proxy.close();
+            }
+          }
+        });
+      }
     }
 
     test("abort stops reading, hits the cancel endpoint and releases the slot", async () => {
@@ -181,7 +237,9 @@ if (!BIN) {
     test("an expired cursor surfaces as cursor_expired", async () => {
       const short = await startServer(fixture.db, ["--set", "stream.snapshot.ttl_ms=400"]);
       open.push(short);
-      const proxy = await startProxy(short.base, { cuts: [4000] });
+      // Identity: the cut must fall after the open line reached the client
+      // (a compressed body's first bytes may still sit in the decoder).
+      const proxy = await startProxy(short.base, { cuts: [4000], acceptEncoding: "identity" });
       const slow = async (url, init) => {
         if (JSON.parse(init.body).cursor !== undefined) await new Promise((r) => setTimeout(r, 900));
         return fetch(url, init);
