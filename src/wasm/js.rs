@@ -154,19 +154,30 @@ pub(crate) fn from_js<T: DeserializeOwned>(
     let de = serde_wasm_bindgen::Deserializer::from(value);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            invalid_argument(&format!("{what}: {inner}"))
-        } else {
-            invalid_argument(&format!("{path}: {inner}"))
-        }
+        let name = if path == "." { what } else { path.as_str() };
+        invalid_argument(&format!("{name}: {}", serde_message(e.into_inner())))
     })
 }
 
 /// A scalar argument (`nowMs`) read like an option: a safe non-negative
 /// integer or a `bigint`.
 pub(crate) fn u64_arg(value: JsValue, name: &str) -> Result<u64, JsValue> {
-    serde_wasm_bindgen::from_value(value).map_err(|e| invalid_argument(&format!("{name}: {e}")))
+    serde_wasm_bindgen::from_value(value)
+        .map_err(|e| invalid_argument(&format!("{name}: {}", serde_message(e))))
+}
+
+/// The message of a serde-wasm-bindgen error (a JS `Error` inside), with
+/// serde's Rust type name put in JS terms.
+fn serde_message(e: serde_wasm_bindgen::Error) -> String {
+    let v = JsValue::from(e);
+    let message = match v.dyn_ref::<js_sys::Error>() {
+        Some(err) => String::from(err.message()),
+        None => format!("{v:?}"),
+    };
+    message.replace(
+        "expected u64",
+        "expected a non-negative integer (a safe integer number or a bigint)",
+    )
 }
 
 /// The field names of the struct `T` deserialises, asked of its derived
