@@ -11,6 +11,7 @@ export {
   parseJwtExpMs,
 } from "./rowstream.js";
 export type {
+  Uint64,
   FramerOptions,
   StreamDecoderOptions,
   CodedError,
@@ -33,6 +34,19 @@ export type {
 } from "./rowstream.js";
 export { parseExact } from "./exact-json.js";
 export type { ExactJsonValue } from "./exact-json.js";
+
+declare global {
+  interface SymbolConstructor {
+    /**
+     * The classes wasm-bindgen generates (`rowstream.js`) declare
+     * `[Symbol.dispose]()` (an alias of `free()`, set where the runtime has
+     * the symbol: Node 20+, current browsers). Declared here, as
+     * `@types/node` does, so projects whose `lib` stops at ES2022 type-check
+     * without `skipLibCheck`; identical to `lib.esnext.disposable`'s.
+     */
+    readonly dispose: unique symbol;
+  }
+}
 
 /** A plain JSON value (what rows hold without `bigint: true`). */
 export type JsonValue =

@@ -71,17 +71,38 @@ run_step clippy-wasm32 cargo clippy --target wasm32-unknown-unknown --all-target
 run_step native-tests cargo test --features server
 count_rust "$out/native-tests.log"
 
-export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
-run_step wasm-node cargo test --target wasm32-unknown-unknown
-count_rust "$out/wasm-node.log"
+# The wasm suites through wasm-pack, in Node and in headless Chromium. Each run
+# must run every test of the suite: the expected count is the runner's own
+# listing of the same build (unit, integration and doc tests).
+run_step wasm-list env CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+  cargo test --target wasm32-unknown-unknown -- --list
+wasm_expected=$(grep -c ': test$' "$out/wasm-list.log" || true)
 
-run_step wasm-chromium env WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER=/usr/bin/chromedriver \
-  cargo test --target wasm32-unknown-unknown
-if ! grep -q 'Running headless tests in Chrome' "$out/wasm-chromium.log"; then
+# count_wasm LOG: count_rust, then exactly $wasm_expected tests must have passed.
+count_wasm() {
+  local log="$1" p
+  count_rust "$log"
+  p=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+  if [ "$p" -ne "$wasm_expected" ]; then
+    echo "FAILED: $log ran $p tests, the suite lists $wasm_expected" >&2
+    exit 1
+  fi
+}
+
+run_step wasm-node wasm-pack test --node
+count_wasm "$out/wasm-node.log"
+
+# wasm-pack's browser run only picks the tests the runner sends to a browser:
+# with no run_in_browser in the code (the same suite also runs in Node),
+# WASM_BINDGEN_USE_BROWSER=1 makes it Chromium.
+run_step wasm-chromium env WASM_BINDGEN_USE_BROWSER=1 \
+  wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver
+if grep -q 'only configured to run in node.js' "$out/wasm-chromium.log" ||
+  ! grep -q 'Running headless tests in Chrome' "$out/wasm-chromium.log"; then
   echo "FAILED: the wasm browser run did not run in Chromium" >&2
   exit 1
 fi
-count_rust "$out/wasm-chromium.log"
+count_wasm "$out/wasm-chromium.log"
 
 run_step build-pkg scripts/build-pkg.sh
 

@@ -1,10 +1,11 @@
 //! `CursorRegistry`: resume cursors for a JS server, with any JS value as
 //! the payload (what the host needs to resume: a snapshot handle, a query).
 
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
 use super::clock::JsClock;
-use super::js::{coded_error, get_opt, num, object, opt_u64, req_string, set, to_u64};
+use super::js::{coded_error, exact_u64, from_js, to_js, u64_arg};
 use crate::core::clock::Clock;
 use crate::core::cursor::{CursorError, CursorRegistry as CoreRegistry, NewCursor};
 use crate::core::lease::Scope;
@@ -13,17 +14,67 @@ fn cursor_error(e: CursorError) -> JsValue {
     coded_error(e.code(), &e.to_string())
 }
 
-fn scope_of(v: &JsValue) -> Result<Scope, JsValue> {
-    Ok(Scope::new(
-        req_string(v, "tenant")?,
-        req_string(v, "principal")?,
-    ))
+/// `CursorRegistryOptions`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RegistryOptions {
+    tombstone_grace_ms: Option<u64>,
+}
+
+/// `CursorScope`. Other keys are allowed: a `CursorInfo` (or any record
+/// holding the two names) is a scope, as TypeScript's structural types say.
+#[derive(Deserialize)]
+struct ScopeArg {
+    tenant: String,
+    principal: String,
+}
+
+/// `NewCursor` (an option bag: unknown keys are refused).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewCursorArg {
+    tenant: String,
+    principal: String,
+    query: String,
+    snapshot_lsn: Option<u64>,
+    first_lease: Option<String>,
+    expires_at_ms: u64,
+}
+
+/// `CursorInfo`: the numbers JS registered come back exactly (a `bigint`
+/// stays one past 2^53).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CursorInfo<'a> {
+    token: &'a str,
+    tenant: &'a str,
+    principal: &'a str,
+    query: &'a str,
+    #[serde(serialize_with = "exact_u64")]
+    snapshot_lsn: u64,
+    first_lease: &'a str,
+    #[serde(serialize_with = "exact_u64")]
+    expires_at_ms: u64,
+    #[serde(with = "serde_wasm_bindgen::preserve")]
+    payload: JsValue,
+}
+
+/// `CursorStats`.
+#[derive(Serialize)]
+struct Stats {
+    live: u64,
+    tombstones: u64,
+}
+
+fn scope_of(v: JsValue) -> Result<Scope, JsValue> {
+    let s: ScopeArg = from_js(v, "scope", false)?;
+    Ok(Scope::new(s.tenant, s.principal))
 }
 
 fn now_or(now_ms: Option<f64>) -> Result<u64, JsValue> {
     match now_ms {
         None => Ok(JsClock.now_ms()),
-        Some(t) => to_u64(&JsValue::from_f64(t), "nowMs"),
+        Some(t) => u64_arg(JsValue::from_f64(t), "nowMs"),
     }
 }
 
@@ -43,8 +94,8 @@ impl CursorRegistry {
     pub fn new(
         options: Option<super::types::CursorRegistryOptionsArg>,
     ) -> Result<CursorRegistry, JsValue> {
-        let options = super::types::bag(options);
-        let inner = match opt_u64(&options, "tombstoneGraceMs")? {
+        let options: RegistryOptions = super::js::options(options)?;
+        let inner = match options.tombstone_grace_ms {
             Some(ms) => CoreRegistry::with_tombstone_grace(ms),
             None => CoreRegistry::new(),
         };
@@ -57,16 +108,13 @@ impl CursorRegistry {
         #[wasm_bindgen(unchecked_param_type = "NewCursor")] info: JsValue,
         #[wasm_bindgen(unchecked_param_type = "unknown")] payload: JsValue,
     ) -> Result<String, JsValue> {
-        let expires = get_opt(&info, "expiresAtMs")?
-            .ok_or_else(|| super::js::invalid_argument("expiresAtMs is required"))?;
+        let info: NewCursorArg = from_js(info, "info", true)?;
         let new = NewCursor {
-            scope: scope_of(&info)?,
-            query: req_string(&info, "query")?,
-            snapshot_lsn: opt_u64(&info, "snapshotLsn")?.unwrap_or(0),
-            first_lease: get_opt(&info, "firstLease")?
-                .and_then(|v| v.as_string())
-                .unwrap_or_default(),
-            expires_at_ms: to_u64(&expires, "expiresAtMs")?,
+            scope: Scope::new(info.tenant, info.principal),
+            query: info.query,
+            snapshot_lsn: info.snapshot_lsn.unwrap_or(0),
+            first_lease: info.first_lease.unwrap_or_default(),
+            expires_at_ms: info.expires_at_ms,
         };
         self.inner
             .register(new, payload)
@@ -85,18 +133,18 @@ impl CursorRegistry {
     ) -> Result<JsValue, JsValue> {
         let h = self
             .inner
-            .resolve(token, &scope_of(&scope)?, now_or(now_ms)?)
+            .resolve(token, &scope_of(scope)?, now_or(now_ms)?)
             .map_err(cursor_error)?;
-        let o = object();
-        set(&o, "token", h.token.clone());
-        set(&o, "tenant", h.info.scope.tenant.clone());
-        set(&o, "principal", h.info.scope.principal.clone());
-        set(&o, "query", h.info.query.clone());
-        set(&o, "snapshotLsn", num(h.info.snapshot_lsn));
-        set(&o, "firstLease", h.info.first_lease.clone());
-        set(&o, "expiresAtMs", num(h.info.expires_at_ms));
-        set(&o, "payload", (*h.payload).clone());
-        Ok(o)
+        to_js(&CursorInfo {
+            token: &h.token,
+            tenant: &h.info.scope.tenant,
+            principal: &h.info.scope.principal,
+            query: &h.info.query,
+            snapshot_lsn: h.info.snapshot_lsn,
+            first_lease: &h.info.first_lease,
+            expires_at_ms: h.info.expires_at_ms,
+            payload: (*h.payload).clone(),
+        })
     }
 
     /// Cancels the owner's cursor (idempotent); `cursor_not_found` for an
@@ -108,7 +156,7 @@ impl CursorRegistry {
         #[wasm_bindgen(js_name = nowMs)] now_ms: Option<f64>,
     ) -> Result<(), JsValue> {
         self.inner
-            .cancel(token, &scope_of(&scope)?, now_or(now_ms)?)
+            .cancel(token, &scope_of(scope)?, now_or(now_ms)?)
             .map_err(cursor_error)
     }
 
@@ -123,12 +171,12 @@ impl CursorRegistry {
 
     /// Live cursors and tombstones.
     #[wasm_bindgen(getter, unchecked_return_type = "CursorStats")]
-    pub fn stats(&self) -> JsValue {
+    pub fn stats(&self) -> Result<JsValue, JsValue> {
         let s = self.inner.stats();
-        let o = object();
-        set(&o, "live", s.live as u32);
-        set(&o, "tombstones", s.tombstones as u32);
-        o
+        to_js(&Stats {
+            live: s.live as u64,
+            tombstones: s.tombstones as u64,
+        })
     }
 
     /// The earliest expiry among live cursors, for a prune timer.

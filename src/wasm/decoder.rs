@@ -11,10 +11,11 @@
 
 use std::borrow::Cow;
 
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
 use super::framer::{framer_error, max_line_bytes};
-use super::js::{coded_error, copy_bytes, get_opt, invalid_argument, num, object, set};
+use super::js::{coded_error, copy_bytes, to_js, with_details, ExactJson};
 use crate::core::framer::NdjsonFramer;
 use crate::core::protocol::{ClientError, StreamEvent, StreamVerifier, ROW_PREFIX};
 
@@ -46,17 +47,47 @@ fn row_value(line: &str) -> Cow<'_, str> {
 
 /// The JS error for a verification failure.
 fn client_error(e: &ClientError) -> JsValue {
-    let err = coded_error(e.code(), &e.to_string());
-    if let ClientError::MalformedLine { line, .. } = e {
-        set(&err, "line", *line as f64);
+    #[derive(Serialize)]
+    struct Line {
+        line: u64,
     }
-    err
+    let err = coded_error(e.code(), &e.to_string());
+    match e {
+        ClientError::MalformedLine { line, .. } => with_details(err, &Line { line: *line }),
+        _ => err,
+    }
 }
 
-/// The inner object of a control line, parsed by JS (`{"open":{...}}` → `{...}`).
-fn control_frame(line: &str, key: &str) -> Result<JsValue, JsValue> {
-    let whole = js_sys::JSON::parse(line)?;
-    js_sys::Reflect::get(&whole, &JsValue::from_str(key))
+/// The inner object of a control line (`{"open":{...}}` → `{...}`). The
+/// verifier has already parsed the line as one JSON object.
+fn control_frame(line: &str, key: &str) -> serde_json::Value {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|mut v| v.get_mut(key).map(serde_json::Value::take))
+        .unwrap_or_default()
+}
+
+/// `StreamDecoderOptions`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct StreamDecoderOptions {
+    max_line_bytes: Option<u64>,
+    external_hashing: Option<bool>,
+}
+
+/// `DecodedBatch`: control frames keep their wire names and values, with
+/// integers past 2^53 as `bigint`s.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DecodedBatch<'a> {
+    rows: &'a str,
+    row_count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open: Option<ExactJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ExactJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<ExactJson<'a>>,
 }
 
 #[derive(Default)]
@@ -89,14 +120,9 @@ impl StreamDecoder {
     pub fn new(
         options: Option<super::types::StreamDecoderOptionsArg>,
     ) -> Result<StreamDecoder, JsValue> {
-        let options = super::types::bag(options);
-        let max = max_line_bytes(&options)?;
-        let external = match get_opt(&options, "externalHashing")? {
-            None => false,
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| invalid_argument("externalHashing must be a boolean"))?,
-        };
+        let options: StreamDecoderOptions = super::js::options(options)?;
+        let max = max_line_bytes(options.max_line_bytes)?;
+        let external = options.external_hashing.unwrap_or(false);
         Ok(Self {
             framer: NdjsonFramer::with_max_line_bytes(max),
             max_line_bytes: max,
@@ -233,17 +259,14 @@ impl StreamDecoder {
                 "beginResume: report the hash input with inputHashed() first",
             ));
         }
-        Ok(match self.verifier.begin_resume() {
+        match self.verifier.begin_resume() {
             Some(req) => {
                 self.framer = NdjsonFramer::with_max_line_bytes(self.max_line_bytes);
-                let o = object();
-                set(&o, "cursor", req.cursor);
-                set(&o, "after_rows", num(req.after_rows));
-                set(&o, "prefix_hash", req.prefix_hash);
-                o
+                // The core's request, with its wire names.
+                to_js(&req)
             }
-            None => JsValue::NULL,
-        })
+            None => Ok(JsValue::NULL),
+        }
     }
 
     /// True when the decoder leaves the hashing to JS (`externalHashing`).
@@ -319,19 +342,16 @@ fn batch_to_js(batch: &mut Batch) -> Result<JsValue, JsValue> {
         batch.rows.push('[');
     }
     batch.rows.push(']');
-    let o = object();
-    set(&o, "rows", JsValue::from_str(&batch.rows));
-    set(&o, "rowCount", num(batch.row_count));
-    if let Some(l) = &batch.open {
-        set(&o, "open", control_frame(l, "open")?);
-    }
-    if let Some(l) = &batch.error {
-        set(&o, "error", control_frame(l, "error")?);
-    }
-    if let Some(l) = &batch.end {
-        set(&o, "end", control_frame(l, "end")?);
-    }
-    Ok(o)
+    let open = batch.open.as_deref().map(|l| control_frame(l, "open"));
+    let error = batch.error.as_deref().map(|l| control_frame(l, "error"));
+    let end = batch.end.as_deref().map(|l| control_frame(l, "end"));
+    to_js(&DecodedBatch {
+        rows: &batch.rows,
+        row_count: batch.row_count,
+        open: open.as_ref().map(ExactJson),
+        error: error.as_ref().map(ExactJson),
+        end: end.as_ref().map(ExactJson),
+    })
 }
 
 #[cfg(test)]

@@ -2,34 +2,61 @@
 
 use wasm_bindgen::prelude::*;
 
-use super::js::{coded_error, copy_bytes, get_opt, set, string_array, to_u64};
+use serde::{Deserialize, Serialize};
+
+use super::js::{coded_error, copy_bytes, invalid_argument, string_array, with_details};
 use crate::core::framer::{FramerError, NdjsonFramer as CoreFramer, DEFAULT_MAX_LINE_BYTES};
 
 /// The JS error for a framing failure: `code` plus the line and its details.
 pub(crate) fn framer_error(e: &FramerError) -> JsValue {
-    let err = coded_error(e.code(), &e.to_string());
-    set(&err, "line", e.line() as f64);
-    match e {
-        FramerError::LineTooLong { limit, .. } => set(&err, "limit", *limit as f64),
-        FramerError::InvalidUtf8 { offset, .. } => set(&err, "offset", *offset as f64),
+    #[derive(Serialize)]
+    struct Details {
+        line: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
     }
-    err
+    let (limit, offset) = match e {
+        FramerError::LineTooLong { limit, .. } => (Some(*limit as u64), None),
+        FramerError::InvalidUtf8 { offset, .. } => (None, Some(*offset as u64)),
+    };
+    let details = Details {
+        line: e.line(),
+        limit,
+        offset,
+    };
+    with_details(coded_error(e.code(), &e.to_string()), &details)
+}
+
+/// The lines of a failing chunk before the bad one, on its error.
+fn with_lines(err: JsValue, lines: js_sys::Array) -> JsValue {
+    #[derive(Serialize)]
+    struct Lines {
+        #[serde(with = "serde_wasm_bindgen::preserve")]
+        lines: js_sys::Array,
+    }
+    with_details(err, &Lines { lines })
+}
+
+/// `FramerOptions`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct FramerOptions {
+    max_line_bytes: Option<u64>,
 }
 
 /// Largest `maxLineBytes` accepted: 1 GiB.
 const MAX_LINE_LIMIT: u64 = 1 << 30;
 
-/// Reads `maxLineBytes` from an option bag.
-pub(crate) fn max_line_bytes(options: &JsValue) -> Result<usize, JsValue> {
-    match get_opt(options, "maxLineBytes")? {
-        Some(v) => {
-            let n = to_u64(&v, "maxLineBytes")?;
+/// Checks a `maxLineBytes` option (default 16 MiB).
+pub(crate) fn max_line_bytes(option: Option<u64>) -> Result<usize, JsValue> {
+    match option {
+        Some(n) => {
             // Bounded well below usize::MAX on wasm32: the framer adds to
             // the limit (room for a '\r').
             if n == 0 || n > MAX_LINE_LIMIT {
-                return Err(super::js::invalid_argument(
-                    "maxLineBytes must be between 1 and 2^30",
-                ));
+                return Err(invalid_argument("maxLineBytes must be between 1 and 2^30"));
             }
             Ok(n as usize)
         }
@@ -51,9 +78,9 @@ impl NdjsonFramer {
     /// `new NdjsonFramer({ maxLineBytes })`; the default limit is 16 MiB.
     #[wasm_bindgen(constructor)]
     pub fn new(options: Option<super::types::FramerOptionsArg>) -> Result<NdjsonFramer, JsValue> {
-        let options = super::types::bag(options);
+        let options: FramerOptions = super::js::options(options)?;
         Ok(Self {
-            inner: CoreFramer::with_max_line_bytes(max_line_bytes(&options)?),
+            inner: CoreFramer::with_max_line_bytes(max_line_bytes(options.max_line_bytes)?),
             scratch: Vec::new(),
             joined: String::new(),
         })
@@ -78,9 +105,7 @@ impl NdjsonFramer {
             Err(e) => {
                 // The lines before the bad one are complete and valid: they
                 // travel with the error instead of being lost.
-                let err = framer_error(&e);
-                set(&err, "lines", out);
-                Err(err)
+                Err(with_lines(framer_error(&e), out))
             }
         }
     }
@@ -107,14 +132,12 @@ impl NdjsonFramer {
         let result = match pushed {
             Ok(()) => Ok(JsValue::from_str(&joined)),
             Err(e) => {
-                let err = framer_error(&e);
                 let lines = if joined.is_empty() {
                     js_sys::Array::new()
                 } else {
                     string_array(joined.split('\n'))
                 };
-                set(&err, "lines", lines);
-                Err(err)
+                Err(with_lines(framer_error(&e), lines))
             }
         };
         self.joined = joined;

@@ -5,12 +5,11 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use js_sys::Function;
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
 use super::clock::JsClock;
-use super::js::{
-    chunk_array, coded_error, get_opt, invalid_argument, num, object, opt_u64, set, text_or_bytes,
-};
+use super::js::{chunk_array, coded_error, invalid_argument, text_or_bytes, to_js, with_details};
 use crate::core::clock::Clock;
 use crate::core::config::{StreamConfig, PAGE_BYTES};
 use crate::core::producer::{ChunkProducer as CoreProducer, ProducerLimits};
@@ -53,9 +52,13 @@ impl Clock for ProducerClock {
                     Err(thrown) => {
                         let mut slot = failure.borrow_mut();
                         if slot.is_none() {
+                            #[derive(Serialize)]
+                            struct Cause {
+                                #[serde(with = "serde_wasm_bindgen::preserve")]
+                                cause: JsValue,
+                            }
                             let e = coded_error(CLOCK_FAILED, "the now() callback failed");
-                            set(&e, "cause", thrown);
-                            *slot = Some(e);
+                            *slot = Some(with_details(e, &Cause { cause: thrown }));
                         }
                         last.get()
                     }
@@ -63,6 +66,30 @@ impl Clock for ProducerClock {
             }
         }
     }
+}
+
+/// `ProducerOptions`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ProducerOptions {
+    pages: Option<u64>,
+    buffer_bytes: Option<u64>,
+    max_rows: Option<u64>,
+    max_latency_ms: Option<u64>,
+    #[serde(default, deserialize_with = "super::js::opt_function")]
+    now: Option<Function>,
+}
+
+/// `ProducerTotals` (local counters: the writer refuses, never rounds, a
+/// count past 2^53).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Totals {
+    rows: u64,
+    control_lines: u64,
+    bytes: u64,
+    chunks: u64,
+    max_chunk_bytes: u64,
 }
 
 /// Frames NDJSON lines into page-aligned chunks and tells the caller what
@@ -83,34 +110,32 @@ impl ChunkProducer {
     pub fn new(
         options: Option<super::types::ProducerOptionsArg>,
     ) -> Result<ChunkProducer, JsValue> {
-        let options = super::types::bag(options);
+        let options: ProducerOptions = super::js::options(options)?;
         let cfg = StreamConfig::default();
         let mut limits = ProducerLimits::from_config(&cfg);
-        if let Some(pages) = opt_u64(&options, "pages")? {
+        if let Some(pages) = options.pages {
             if pages == 0 || pages > 65_536 {
                 return Err(invalid_argument("pages must be between 1 and 65536"));
             }
             limits.buffer_bytes = pages as usize * PAGE_BYTES;
         }
-        if let Some(bytes) = opt_u64(&options, "bufferBytes")? {
+        if let Some(bytes) = options.buffer_bytes {
             if bytes == 0 || bytes > (1 << 30) {
                 return Err(invalid_argument("bufferBytes must be between 1 and 2^30"));
             }
             limits.buffer_bytes = bytes as usize;
         }
-        if let Some(rows) = opt_u64(&options, "maxRows")? {
+        if let Some(rows) = options.max_rows {
             limits.max_rows = u32::try_from(rows.max(1)).unwrap_or(u32::MAX);
         }
-        if let Some(ms) = opt_u64(&options, "maxLatencyMs")? {
+        if let Some(ms) = options.max_latency_ms {
             limits.max_latency_ms = ms.max(1);
         }
         let failure = Rc::new(RefCell::new(None));
-        let clock = match get_opt(&options, "now")? {
+        let clock = match options.now {
             None => ProducerClock::Js(JsClock),
-            Some(f) => ProducerClock::Callback {
-                now: f
-                    .dyn_into::<Function>()
-                    .map_err(|_| invalid_argument("now must be a function"))?,
+            Some(now) => ProducerClock::Callback {
+                now,
                 last: Cell::new(0),
                 failure: failure.clone(),
             },
@@ -180,15 +205,15 @@ impl ChunkProducer {
 
     /// Running totals.
     #[wasm_bindgen(getter, unchecked_return_type = "ProducerTotals")]
-    pub fn totals(&self) -> JsValue {
+    pub fn totals(&self) -> Result<JsValue, JsValue> {
         let t = self.inner.totals();
-        let o = object();
-        set(&o, "rows", num(t.rows));
-        set(&o, "controlLines", num(t.control_lines));
-        set(&o, "bytes", num(t.bytes));
-        set(&o, "chunks", num(t.chunks));
-        set(&o, "maxChunkBytes", num(t.max_chunk_bytes as u64));
-        o
+        to_js(&Totals {
+            rows: t.rows,
+            control_lines: t.control_lines,
+            bytes: t.bytes,
+            chunks: t.chunks,
+            max_chunk_bytes: t.max_chunk_bytes as u64,
+        })
     }
 
     /// Bytes waiting in the buffer.
@@ -229,8 +254,12 @@ impl ChunkProducer {
         self.out.clear();
         match self.failure.borrow_mut().take() {
             Some(e) => {
-                set(&e, "chunks", chunks);
-                Err(e)
+                #[derive(Serialize)]
+                struct Chunks {
+                    #[serde(with = "serde_wasm_bindgen::preserve")]
+                    chunks: js_sys::Array,
+                }
+                Err(with_details(e, &Chunks { chunks }))
             }
             None => Ok(chunks.into()),
         }

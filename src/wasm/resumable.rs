@@ -3,10 +3,35 @@
 use std::cell::RefCell;
 
 use js_sys::Function;
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
-use super::js::{coded_error, get_opt, invalid_argument, object, set};
+use super::js::{coded_error, to_js, with_details};
 use crate::core::resumable::assess_resumability_with;
+
+/// `AssessOptions`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct AssessOptions {
+    #[serde(default, deserialize_with = "super::js::opt_function")]
+    integer_primary_key: Option<Function>,
+}
+
+/// `Resumability` (`null` for an absent reason or table).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Verdict<'a> {
+    resumable: bool,
+    reason: Option<&'a str>,
+    table: Option<&'a str>,
+    has_limit: bool,
+}
+
+#[derive(Serialize)]
+struct Cause {
+    #[serde(with = "serde_wasm_bindgen::preserve")]
+    cause: JsValue,
+}
 
 /// Whether `sql` is resumable: `{resumable, reason, table, hasLimit}`.
 /// `options.integerPrimaryKey(table)` may name the table's `INTEGER PRIMARY
@@ -17,14 +42,8 @@ pub fn assess_resumability_js(
     sql: &str,
     options: Option<super::types::AssessOptionsArg>,
 ) -> Result<JsValue, JsValue> {
-    let options = super::types::bag(options);
-    let callback = match get_opt(&options, "integerPrimaryKey")? {
-        Some(f) => Some(
-            f.dyn_into::<Function>()
-                .map_err(|_| invalid_argument("integerPrimaryKey must be a function"))?,
-        ),
-        None => None,
-    };
+    let options: AssessOptions = super::js::options(options)?;
+    let callback = options.integer_primary_key;
     let failure: RefCell<Option<JsValue>> = RefCell::new(None);
     let lookup = |table: &str| -> Option<String> {
         let f = callback.as_ref()?;
@@ -45,8 +64,7 @@ pub fn assess_resumability_js(
             },
             Err(thrown) => {
                 let e = coded_error("callback_failed", "the integerPrimaryKey callback threw");
-                set(&e, "cause", thrown);
-                *failure.borrow_mut() = Some(e);
+                *failure.borrow_mut() = Some(with_details(e, &Cause { cause: thrown }));
                 None
             }
         }
@@ -55,15 +73,10 @@ pub fn assess_resumability_js(
     if let Some(e) = failure.into_inner() {
         return Err(e);
     }
-    let o = object();
-    set(&o, "resumable", r.resumable);
-    set(
-        &o,
-        "reason",
-        r.reason
-            .map_or(JsValue::NULL, |x| JsValue::from_str(x.as_str())),
-    );
-    set(&o, "table", r.table.map_or(JsValue::NULL, JsValue::from));
-    set(&o, "hasLimit", r.has_limit);
-    Ok(o)
+    to_js(&Verdict {
+        resumable: r.resumable,
+        reason: r.reason.map(|x| x.as_str()),
+        table: r.table.as_deref(),
+        has_limit: r.has_limit,
+    })
 }

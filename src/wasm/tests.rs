@@ -198,12 +198,21 @@ fn hasher_matches_the_core_and_batches_equal_single_updates() {
 }
 
 fn encode_stream(rows: std::ops::Range<u64>, cursor: Option<&str>) -> (Vec<u8>, String) {
+    encode_stream_at(rows, cursor, 1)
+}
+
+/// `encode_stream` with the `open` line's `snapshot_lsn`.
+fn encode_stream_at(
+    rows: std::ops::Range<u64>,
+    cursor: Option<&str>,
+    snapshot_lsn: u64,
+) -> (Vec<u8>, String) {
     let producer = CoreProducer::new(&StreamConfig::default(), FakeClock::new(0));
     let mut enc = StreamEncoder::new(producer, CoreHasher::new(), 0, "1".repeat(32));
     let mut out: Vec<Vec<u8>> = Vec::new();
     let open = OpenFrame {
         lease: "1".repeat(32),
-        snapshot_lsn: 1,
+        snapshot_lsn,
         resumable: cursor.is_some(),
         reason: cursor.is_none().then(|| "aggregate".to_owned()),
         cursor: cursor.map(str::to_owned),
@@ -494,7 +503,7 @@ fn producer_returns_chunks_on_caps_and_reports_totals() {
     assert_eq!(p.last_flush().as_string().as_deref(), Some("bytes"));
     let fin = Array::from(&p.finish().unwrap());
     assert_eq!(Uint8Array::from(fin.get(0)).to_vec(), b"ghijklmno\n");
-    let t = p.totals();
+    let t = p.totals().unwrap();
     assert_eq!(get(&t, "rows").as_f64(), Some(2.0));
     assert_eq!(get(&t, "chunks").as_f64(), Some(2.0));
     assert_eq!(get(&t, "bytes").as_f64(), Some(17.0));
@@ -611,4 +620,150 @@ fn resumability_is_classified_and_a_throwing_callback_is_an_error() {
     let e = assess_resumability_js("SELECT * FROM t ORDER BY id", some(o.into())).unwrap_err();
     let e = assert_code(e, "callback_failed");
     assert!(get(&e, "cause").is_instance_of::<js_sys::Error>());
+}
+
+/// The `message` of an error thrown by the bindings.
+fn message(e: &JsValue) -> String {
+    get(e, "message").as_string().unwrap()
+}
+
+/// Asserts `result` failed with `invalid_argument` and a message naming `key`.
+fn assert_names_key<T>(result: Result<T, JsValue>, key: &str) {
+    let Err(e) = result else {
+        panic!("accepted an option bag with a bad `{key}`")
+    };
+    let e = assert_code(e, "invalid_argument");
+    assert!(
+        message(&e).contains(key),
+        "`{}` does not name `{key}`",
+        message(&e)
+    );
+}
+
+#[test]
+fn option_bags_refuse_unknown_keys_and_wrong_types_naming_the_key() {
+    use super::resumable::assess_resumability_js;
+    // A misspelt key is refused, not ignored.
+    assert_names_key(
+        NdjsonFramer::new(some(opts(r#"{"maxLinebytes":4}"#))),
+        "maxLinebytes",
+    );
+    assert_names_key(
+        StreamDecoder::new(some(opts(r#"{"externalHashing":false,"extHashing":true}"#))),
+        "extHashing",
+    );
+    assert_names_key(ChunkProducer::new(some(opts(r#"{"rows":7}"#))), "rows");
+    assert_names_key(
+        CursorRegistry::new(some(opts(r#"{"tombstoneGrace":1}"#))),
+        "tombstoneGrace",
+    );
+    assert_names_key(
+        assess_resumability_js("SELECT 1", some(opts(r#"{"integerPrimaryKeys":null}"#))),
+        "integerPrimaryKeys",
+    );
+    let reg = CursorRegistry::new(None).unwrap();
+    assert_names_key(
+        reg.register(
+            opts(r#"{"tenant":"t","principal":"p","query":"q","expiresAtMs":1,"snapshotLSN":2}"#),
+            JsValue::UNDEFINED,
+        ),
+        "snapshotLSN",
+    );
+    // Wrong types name the key too.
+    assert_names_key(
+        NdjsonFramer::new(some(opts(r#"{"maxLineBytes":"64"}"#))),
+        "maxLineBytes",
+    );
+    assert_names_key(
+        StreamDecoder::new(some(opts(r#"{"externalHashing":1}"#))),
+        "externalHashing",
+    );
+    assert_names_key(
+        ChunkProducer::new(some(opts(r#"{"maxRows":1.5}"#))),
+        "maxRows",
+    );
+    assert_names_key(ChunkProducer::new(some(opts(r#"{"now":5}"#))), "now");
+    assert_names_key(
+        assess_resumability_js("SELECT 1", some(opts(r#"{"integerPrimaryKey":"id"}"#))),
+        "integerPrimaryKey",
+    );
+    assert_names_key(
+        reg.register(
+            opts(r#"{"tenant":"t","principal":"p","query":"q","firstLease":7,"expiresAtMs":1}"#),
+            JsValue::UNDEFINED,
+        ),
+        "firstLease",
+    );
+    assert_names_key(
+        reg.register(
+            opts(r#"{"tenant":"t","principal":"p","query":"q"}"#),
+            JsValue::UNDEFINED,
+        ),
+        "expiresAtMs",
+    );
+    // A number past 2^53 is not taken as a rounded neighbour.
+    assert_names_key(
+        CursorRegistry::new(some(opts(r#"{"tombstoneGraceMs":9007199254740993}"#))),
+        "tombstoneGraceMs",
+    );
+    // `null` and `undefined` are absent; a non-object bag is refused.
+    let f = NdjsonFramer::new(some(opts(r#"{"maxLineBytes":null}"#))).unwrap();
+    assert_eq!(f.max_line_bytes(), 16.0 * 1024.0 * 1024.0);
+    NdjsonFramer::new(some(JsValue::UNDEFINED)).unwrap();
+    let e = assert_code(
+        ChunkProducer::new(some(JsValue::from_f64(4.0)))
+            .err()
+            .unwrap(),
+        "invalid_argument",
+    );
+    assert!(message(&e).contains("options must be an object"));
+    // A scope may carry other keys (a `CursorInfo` is a scope).
+    let token = reg
+        .register(
+            opts(r#"{"tenant":"t","principal":"p","query":"q","expiresAtMs":1e13}"#),
+            JsValue::NULL,
+        )
+        .unwrap();
+    let info = reg
+        .resolve(&token, opts(r#"{"tenant":"t","principal":"p"}"#), None)
+        .unwrap();
+    reg.resolve(&token, info, None).unwrap();
+}
+
+#[test]
+fn integers_past_2_53_reach_js_exactly() {
+    // An `open` line whose snapshot_lsn a JS number cannot hold.
+    let lsn = (1u64 << 53) + 1;
+    let (body, hash) = encode_stream_at(0..3, Some(&"c".repeat(48)), lsn);
+    let mut dec = StreamDecoder::new(None).unwrap();
+    let batch = dec.push(bytes(&body)).unwrap();
+    let open = get(&batch, "open");
+    assert!(
+        open.is_object() && !open.is_instance_of::<js_sys::Map>(),
+        "frames are plain objects"
+    );
+    let got = get(&open, "snapshot_lsn");
+    assert!(got.is_bigint(), "snapshot_lsn is {got:?}, not a bigint");
+    assert_eq!(got, JsValue::from(js_sys::BigInt::from(lsn)));
+    // Safe integers stay numbers.
+    assert_eq!(get(&open, "after_rows").as_f64(), Some(0.0));
+    assert_eq!(
+        get(&Array::from(&get(&open, "columns")).get(0), "name").as_string(),
+        Some("id".to_owned())
+    );
+    let end = get(&batch, "end");
+    assert_eq!(get(&end, "row_count").as_f64(), Some(3.0));
+    assert_eq!(get(&end, "prefix_hash").as_string(), Some(hash));
+
+    // A bigint registered with a cursor comes back as that bigint.
+    let reg = CursorRegistry::new(None).unwrap();
+    let info = opts(r#"{"tenant":"t","principal":"p","query":"q","expiresAtMs":1e13}"#);
+    let big = JsValue::from(js_sys::BigInt::from(u64::MAX - 1));
+    Reflect::set(&info, &"snapshotLsn".into(), &big).unwrap();
+    let token = reg.register(info, JsValue::NULL).unwrap();
+    let got = reg
+        .resolve(&token, opts(r#"{"tenant":"t","principal":"p"}"#), None)
+        .unwrap();
+    assert_eq!(get(&got, "snapshotLsn"), big);
+    assert_eq!(get(&got, "expiresAtMs").as_f64(), Some(1e13));
 }

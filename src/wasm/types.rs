@@ -4,6 +4,18 @@ use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
+/**
+ * A 64-bit unsigned integer handed out by the bindings: a `number` when it is
+ * a safe integer (up to 2^53 - 1), an exact `bigint` beyond, never rounded.
+ */
+export type Uint64 = number | bigint;
+
+/**
+ * Option bags (`FramerOptions`, `ProducerOptions`, ...) are checked: an
+ * unknown key, or a value of the wrong type, throws `invalid_argument` naming
+ * the key.
+ */
+
 /** Options of `NdjsonFramer` and `StreamDecoder`. */
 export interface FramerOptions {
   /** Longest accepted line in bytes (default 16 MiB). */
@@ -44,22 +56,22 @@ export interface Column {
 /** The `open` line of a response (PROTOCOL.md §2). */
 export interface OpenFrame {
   lease: string;
-  snapshot_lsn: number;
+  snapshot_lsn: Uint64;
   resumable: boolean;
   reason?: string;
   cursor: string | null;
-  expires_at_ms: number;
+  expires_at_ms: Uint64;
   columns: Column[];
-  after_rows: number;
+  after_rows: Uint64;
 }
 
 /** The `end` line of a response. */
 export interface EndFrame {
   reason: "ok" | "cancelled" | "error" | "snapshot_expired";
-  row_count: number;
+  row_count: Uint64;
   prefix_hash: string;
   lease: string;
-  bytes: number;
+  bytes: Uint64;
 }
 
 /** A structured server error (refusal body or in-band `error` line). */
@@ -122,17 +134,18 @@ export interface CursorScope {
 
 export interface NewCursor extends CursorScope {
   query: string;
-  snapshotLsn?: number;
+  snapshotLsn?: number | bigint;
   firstLease?: string;
-  expiresAtMs: number;
+  expiresAtMs: number | bigint;
 }
 
 export interface CursorInfo extends CursorScope {
   token: string;
   query: string;
-  snapshotLsn: number;
+  /** As registered (0 when absent). */
+  snapshotLsn: Uint64;
   firstLease: string;
-  expiresAtMs: number;
+  expiresAtMs: Uint64;
   payload: unknown;
 }
 
@@ -159,7 +172,7 @@ export interface Resumability {
 
 #[wasm_bindgen]
 extern "C" {
-    /// `FramerOptions` (an option bag; checked field by field).
+    /// `FramerOptions` (read by `js::options`).
     #[wasm_bindgen(typescript_type = "FramerOptions")]
     pub type FramerOptionsArg;
     /// `StreamDecoderOptions`.
@@ -174,9 +187,4 @@ extern "C" {
     /// `AssessOptions`.
     #[wasm_bindgen(typescript_type = "AssessOptions")]
     pub type AssessOptionsArg;
-}
-
-/// An optional option bag as a plain value (`undefined` when absent).
-pub(crate) fn bag<T: Into<JsValue>>(options: Option<T>) -> JsValue {
-    options.map_or(JsValue::UNDEFINED, Into::into)
 }
