@@ -515,7 +515,18 @@ Example:
             Ok(_) => ExitCode::from(export::EXIT_OK),
             Err(e) => {
                 let code = e.exit_code();
-                eprintln!("rowstream: {e}");
+                let text = e.to_string();
+                eprintln!("rowstream: {text}");
+                if code == export::EXIT_NOT_RESUMABLE && !text.contains("--restart") {
+                    eprintln!("rowstream: the partial export cannot be resumed; pass --restart to start over");
+                } else if code == export::EXIT_INTERRUPTED
+                    && opts.output.is_some()
+                    && !text.contains("again")
+                {
+                    eprintln!(
+                        "rowstream: the partial file is kept; run the same command again to resume"
+                    );
+                }
                 ExitCode::from(code)
             }
         }
