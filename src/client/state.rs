@@ -110,7 +110,7 @@ impl StateFile {
     pub(crate) fn save(&mut self, record: &mut StateRecord) -> std::io::Result<()> {
         self.seq += 1;
         record.seq = self.seq;
-        let slot = (self.seq % 2) as u64 * SLOT as u64;
+        let slot = (self.seq % 2) * SLOT as u64;
         self.file.seek(SeekFrom::Start(slot))?;
         self.file.write_all(&record.encode())
     }

@@ -128,7 +128,7 @@ fn write_text<W: Write>(out: &mut W, s: &str) -> std::io::Result<()> {
     out.write_all(b"\"")?;
     let mut rest = s;
     while let Some(q) = rest.find('"') {
-        out.write_all(rest[..=q].as_bytes())?;
+        out.write_all(&rest.as_bytes()[..=q])?;
         out.write_all(b"\"")?;
         rest = &rest[q + 1..];
     }
