@@ -114,11 +114,6 @@ impl StateFile {
         self.file.seek(SeekFrom::Start(slot))?;
         self.file.write_all(&record.encode())
     }
-
-    /// Flushes the file to disk.
-    pub(crate) fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
-    }
 }
 
 /// Reads the latest valid record of a state file (for tests and tools).
