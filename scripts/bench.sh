@@ -28,6 +28,12 @@ if [[ ! -d benches/js/node_modules/playwright-core || benches/js/package-lock.js
 fi
 
 cargo bench --features server --bench stream
+# Issue 14: `rowstream export` of the 1M-row table vs `curl -o` and the
+# sqlite3 CLI, and a resume after 900,000 rows (writes its section of
+# BENCHMARKS.md). The sqlite3 column is skipped with a note without the CLI.
+if [[ "${ROWSTREAM_BENCH_ONLY:-}" != throughput ]]; then
+  cargo bench --features server,client --bench export
+fi
 # Issue 12: PostgreSQL tenants and two instances (starts its own PostgreSQL
 # server; writes its section of BENCHMARKS.md).
 if [[ "${ROWSTREAM_BENCH_ONLY:-}" != throughput ]]; then

@@ -65,10 +65,11 @@ count_node() {
 }
 
 run_step fmt cargo fmt --all --check
-run_step clippy-native cargo clippy --all-targets --features server -- -D warnings
+# `client` adds rowstream::client and the `export` subcommand (and its tests).
+run_step clippy-native cargo clippy --all-targets --features server,client -- -D warnings
 run_step clippy-wasm32 cargo clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
 
-run_step native-tests cargo test --features server
+run_step native-tests cargo test --features server,client
 count_rust "$out/native-tests.log"
 
 # The wasm suites through wasm-pack, in Node and in headless Chromium. Each run

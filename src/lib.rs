@@ -6,6 +6,9 @@ pub mod core;
 #[cfg(feature = "server")]
 pub mod server;
 
+#[cfg(all(feature = "client", not(target_arch = "wasm32")))]
+pub mod client;
+
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 

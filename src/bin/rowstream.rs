@@ -1,4 +1,5 @@
-//! `rowstream serve`: the reference server.
+//! `rowstream serve`: the reference server; `rowstream export` (feature
+//! `client`): a query result into a verified, resumable file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,11 @@ enum Command {
     /// Serve POST /v1/query/stream, POST /v1/query/stream/cancel and POST /v1/ingest/stream.
     #[command(after_long_help = after_help())]
     Serve(ServeArgs),
+    /// Download a query result to a file (NDJSON or CSV), verified against the stream's
+    /// digest and resumable after a crash, Ctrl+C or a dropped connection.
+    #[cfg(feature = "client")]
+    #[command(after_long_help = export_cmd::AFTER_HELP)]
+    Export(export_cmd::ExportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -228,8 +234,12 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        #[cfg(feature = "client")]
+        Command::Export(args) => return export_cmd::main(args),
+    };
     init_logs();
-    let Command::Serve(args) = cli.command;
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -364,5 +374,192 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(feature = "client")]
+mod export_cmd {
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    use clap::{Args, ValueEnum};
+    use rowstream::client::export::{self, ExportOptions, Format};
+    use rowstream::client::{Count, RetryPolicy, Shape};
+
+    #[derive(Args, Debug)]
+    pub struct ExportArgs {
+        /// Base URL of the server, e.g. http://127.0.0.1:8080 (http:// only).
+        #[arg(long, value_name = "URL")]
+        server: String,
+
+        /// The SQL query (one read-only statement).
+        #[arg(long, value_name = "SQL")]
+        query: String,
+
+        /// Query parameters: a JSON array (positional) or object (named).
+        #[arg(long, value_name = "JSON", value_parser = parse_params)]
+        params: Option<serde_json::Value>,
+
+        /// Row shape asked of the server (and written to NDJSON).
+        #[arg(long, value_enum, default_value = "object")]
+        shape: ShapeArg,
+
+        /// Output format.
+        #[arg(long, value_enum, default_value = "ndjson")]
+        format: FormatArg,
+
+        /// Bearer token.
+        #[arg(
+            long,
+            env = "ROWSTREAM_TOKEN",
+            value_name = "TOKEN",
+            hide_env_values = true
+        )]
+        token: Option<String>,
+
+        /// Output file; without it rows go to stdout (no resume across runs then).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+
+        /// Start over when the partial export cannot be resumed (cursor expired or unknown,
+        /// snapshot gone, server restarted, partial file of another export).
+        #[arg(long)]
+        restart: bool,
+
+        /// No progress and no summary line on stderr (errors are still printed).
+        #[arg(long)]
+        quiet: bool,
+
+        /// Overwrite FILE if it exists.
+        #[arg(long)]
+        force: bool,
+
+        /// Ask the server for a total for the progress percentage and ETA (PROTOCOL 1.1; a
+        /// server without it is asked again without the field).
+        #[arg(long, value_enum, default_value = "estimated")]
+        count: CountArg,
+
+        /// Retries in a row without a new row before giving up (exit code 5).
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        max_retries: u32,
+    }
+
+    #[derive(Clone, Copy, Debug, ValueEnum)]
+    enum ShapeArg {
+        Object,
+        Array,
+    }
+
+    #[derive(Clone, Copy, Debug, ValueEnum)]
+    enum FormatArg {
+        Ndjson,
+        Csv,
+    }
+
+    #[derive(Clone, Copy, Debug, ValueEnum)]
+    enum CountArg {
+        None,
+        Estimated,
+        Exact,
+    }
+
+    fn parse_params(s: &str) -> Result<serde_json::Value, String> {
+        let v: serde_json::Value = serde_json::from_str(s).map_err(|e| e.to_string())?;
+        if v.is_array() || v.is_object() {
+            Ok(v)
+        } else {
+            Err("expected a JSON array or object".into())
+        }
+    }
+
+    pub const AFTER_HELP: &str = "\
+Files:
+  Rows are written to FILE.partial; FILE.partial.state records the cursor, the complete rows
+  and bytes written and the digest state after every network chunk. FILE appears (renamed from
+  FILE.partial) only once the stream's end line matched the digest of every row. Running the same
+  command again after a crash, kill -9, Ctrl+C or a lost connection truncates FILE.partial to the
+  last recorded row and resumes the server cursor from there (within the cursor's TTL). Dropped
+  connections are resumed within a run too (backoff, Retry-After).
+
+Formats:
+  ndjson  one row value per line, byte for byte as the server sent it ({...} or [...]).
+  csv     RFC 4180 (CRLF, quoted when needed), a header row of the column names. NULL is an
+          empty field, an empty string is \"\"; text is written unmodified; numbers, booleans
+          and nested JSON as the server's JSON text; BLOBs as the server's base64 text.
+          Formula-like values (=, +, -, @ ...) are NOT escaped: do not open untrusted results
+          in a spreadsheet without care.
+
+Exit codes:
+  0  complete and verified (FILE written)
+  1  usage or I/O error (FILE exists without --force, bad --params, disk full ...)
+  2  invalid command line
+  3  the server refused (any 4xx, 401 included, or an in-band error); its code is printed
+  4  digest mismatch: the rows did not verify; FILE is not written, the partial files removed
+  5  interrupted (connection lost and retries ran out, 5xx, Ctrl+C): run it again to resume
+  6  cannot resume: the cursor expired or is unknown (e.g. a restarted server), the snapshot is
+     gone, the query is not resumable, or the partial file is of another export; --restart
+     starts over
+
+Example:
+  rowstream export --server http://127.0.0.1:8080 --query 'SELECT * FROM t' \\
+    --format csv -o t.csv";
+
+    pub fn main(args: ExportArgs) -> ExitCode {
+        let opts = ExportOptions {
+            server: args.server,
+            token: args.token.filter(|t| !t.is_empty()),
+            query: args.query,
+            params: args.params,
+            shape: match args.shape {
+                ShapeArg::Object => Shape::Object,
+                ShapeArg::Array => Shape::Array,
+            },
+            format: match args.format {
+                FormatArg::Ndjson => Format::Ndjson,
+                FormatArg::Csv => Format::Csv,
+            },
+            output: args.output,
+            restart: args.restart,
+            force: args.force,
+            quiet: args.quiet,
+            count: match args.count {
+                CountArg::None => Count::None,
+                CountArg::Estimated => Count::Estimated,
+                CountArg::Exact => Count::Exact,
+            },
+            retry: RetryPolicy {
+                max_retries: args.max_retries,
+                ..RetryPolicy::default()
+            },
+        };
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("rowstream: cannot start: {e}");
+                return ExitCode::from(export::EXIT_FAILURE);
+            }
+        };
+        match rt.block_on(export::run(&opts)) {
+            Ok(_) => ExitCode::from(export::EXIT_OK),
+            Err(e) => {
+                let code = e.exit_code();
+                let text = e.to_string();
+                eprintln!("rowstream: {text}");
+                if code == export::EXIT_NOT_RESUMABLE && !text.contains("--restart") {
+                    eprintln!("rowstream: the partial export cannot be resumed; pass --restart to start over");
+                } else if code == export::EXIT_INTERRUPTED
+                    && opts.output.is_some()
+                    && !text.contains("again")
+                {
+                    eprintln!(
+                        "rowstream: the partial file is kept; run the same command again to resume"
+                    );
+                }
+                ExitCode::from(code)
+            }
+        }
     }
 }
