@@ -120,8 +120,31 @@ pub struct Proxy {
     stop: Arc<AtomicBool>,
 }
 
+/// Replaces a request's `Accept-Encoding` value with `identity` (so the
+/// server sends the body uncompressed and byte offsets mean rows).
+fn force_identity(data: &[u8]) -> Vec<u8> {
+    let lower = data.to_ascii_lowercase();
+    let Some(at) = find(&lower, b"\r\naccept-encoding:") else {
+        return data.to_vec();
+    };
+    let end = find(&lower[at + 2..], b"\r\n").map_or(data.len(), |e| at + 2 + e);
+    let mut out = data[..at].to_vec();
+    out.extend_from_slice(b"\r\naccept-encoding: identity");
+    out.extend_from_slice(&data[end..]);
+    out
+}
+
 impl Proxy {
     pub fn start(upstream: SocketAddr, mode: ProxyMode) -> Proxy {
+        Self::start_with(upstream, mode, false)
+    }
+
+    /// [`Proxy::start`] that also makes every request ask for identity.
+    pub fn start_identity(upstream: SocketAddr, mode: ProxyMode) -> Proxy {
+        Self::start_with(upstream, mode, true)
+    }
+
+    fn start_with(upstream: SocketAddr, mode: ProxyMode, identity: bool) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let p = Proxy {
@@ -159,7 +182,12 @@ impl Proxy {
                 };
                 let (cuts, tampered, requests) = (cuts.clone(), tampered.clone(), requests.clone());
                 std::thread::spawn(move || {
-                    pipe_connection(client, server, limit, pattern, &cuts, &tampered, &requests)
+                    let plan = ConnPlan {
+                        limit,
+                        pattern,
+                        identity,
+                    };
+                    pipe_connection(client, server, plan, &cuts, &tampered, &requests)
                 });
             }
         });
@@ -178,15 +206,26 @@ impl Drop for Proxy {
     }
 }
 
+/// What the proxy does to one connection.
+struct ConnPlan {
+    limit: Option<u64>,
+    pattern: Option<Vec<u8>>,
+    identity: bool,
+}
+
 fn pipe_connection(
     client: TcpStream,
     server: TcpStream,
-    limit: Option<u64>,
-    pattern: Option<Vec<u8>>,
+    plan: ConnPlan,
     cuts: &AtomicUsize,
     tampered: &AtomicUsize,
     requests: &Mutex<Vec<String>>,
 ) {
+    let ConnPlan {
+        limit,
+        pattern,
+        identity,
+    } = plan;
     let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let (c_close, s_close) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let reqs = Arc::new(Mutex::new(Vec::<u8>::new()));
@@ -203,7 +242,12 @@ fn pipe_connection(
                             r.extend_from_slice(&buf[..n]);
                         }
                     }
-                    if s_write.write_all(&buf[..n]).is_err() {
+                    let data = if identity {
+                        force_identity(&buf[..n])
+                    } else {
+                        buf[..n].to_vec()
+                    };
+                    if s_write.write_all(&data).is_err() {
                         break;
                     }
                 }
