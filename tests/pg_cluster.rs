@@ -192,7 +192,7 @@ fn a_cancel_on_any_instance_stops_the_stream_running_on_another() {
     let until = Instant::now() + Duration::from_secs(2);
     while pg.psql(
         &tdb,
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'reader' AND state = 'active'",
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'reader' AND datname = current_database() AND state = 'active'",
     ) != "0"
     {
         assert!(Instant::now() < until, "a query still runs");

@@ -313,7 +313,7 @@ fn cancel_stops_the_postgres_query_and_frees_the_slot() {
     loop {
         let active = pg.psql(
             &db,
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'reader' AND state = 'active'",
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'reader' AND datname = current_database() AND state = 'active'",
         );
         if active == "0" {
             break;
@@ -497,7 +497,7 @@ fn a_stalled_reader_applies_backpressure_and_a_disconnect_stops_the_query() {
     loop {
         let active = pg.psql(
             &db,
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'reader' AND state <> 'idle'",
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'reader' AND datname = current_database() AND state <> 'idle'",
         );
         if active == "0" {
             break;
@@ -509,4 +509,62 @@ fn a_stalled_reader_applies_backpressure_and_a_disconnect_stops_the_query() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(ts.server.stats().slots_in_use, 0);
+}
+
+#[test]
+fn count_exact_counts_in_the_snapshot_and_estimated_asks_the_planner() {
+    let pg = shared();
+    let db = unique("count");
+    let url = pg.database(
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY, v text); \
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 4000) g; ANALYZE t;",
+    );
+    let ts = serve(&url);
+    let ask =
+        |body: serde_json::Value| post(ts.addr(), "/v1/query/stream", &body.to_string(), None);
+    let r = ask(
+        serde_json::json!({"query": "SELECT * FROM t WHERE id > $1", "params": [1000], "count": "exact"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let lines = r.lines();
+    let open = j(&lines[0])["open"].clone();
+    assert_eq!(
+        (open["total_rows"].clone(), open["total_rows_exact"].clone()),
+        (3000.into(), true.into())
+    );
+    let rows = rows_of(&r);
+    assert_eq!(rows.len(), 3000);
+    // Writers commit; a resume repeats the count of the open's snapshot.
+    pg.psql(
+        &db,
+        "INSERT INTO t SELECT g, 'w' FROM generate_series(4001, 4500) g",
+    );
+    let lines_rows = row_lines(&lines);
+    let resume = serde_json::json!({
+        "cursor": open["cursor"],
+        "after_rows": 10,
+        "prefix_hash": rowstream::core::digest::prefix_hash_of(lines_rows[..10].iter().map(String::as_str)),
+    });
+    let again = ask(resume);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(j(&again.lines()[0])["open"]["total_rows"], 3000);
+    assert_eq!(row_lines(&again.lines()).len(), 2990);
+    // The planner's estimate: a number, not exact.
+    let est = ask(serde_json::json!({"query": "SELECT * FROM t", "count": "estimated"}));
+    let open = j(&est.lines()[0])["open"].clone();
+    assert_eq!(open["total_rows_exact"], false);
+    let n = open["total_rows"].as_u64().expect("an estimate");
+    assert!((3000..=6000).contains(&n), "estimated {n} rows of 4000");
+    assert_eq!(rows_of(&est).len(), 4500);
+    // A failing count is the stream's refusal, and the session survives it.
+    let bad = ask(serde_json::json!({"query": "SELECT 1 / (id - id) FROM t", "count": "exact"}));
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (400, "query_error"),
+        "{}",
+        bad.text()
+    );
+    let ok = ask(serde_json::json!({"query": "SELECT * FROM t ORDER BY id", "count": "exact"}));
+    assert_eq!(j(&ok.lines()[0])["open"]["total_rows"], 4500);
 }

@@ -617,6 +617,7 @@ fn verifier_at(
         expires_at_ms: 0,
         columns: Vec::new(),
         after_rows: 0,
+        total: None,
     };
     v.accept(&ControlLine::Open(open).to_json())?;
     for i in 0..rows {

@@ -67,6 +67,20 @@ pub struct StreamConfig {
     pub max_per_principal: u32,
     /// `stream.integrity.default_verify`.
     pub integrity_default_verify: VerifyMode,
+    /// (1.1) `stream.heartbeat_ms`: silence before a heartbeat line; 0 = never.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// (1.1) `stream.progress.min_ms`: the shortest accepted `progress_ms`.
+    #[serde(default = "default_progress_min_ms")]
+    pub progress_min_ms: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    15_000
+}
+
+fn default_progress_min_ms() -> u64 {
+    100
 }
 
 impl Default for StreamConfig {
@@ -81,6 +95,8 @@ impl Default for StreamConfig {
             max_global: 256,
             max_per_principal: 32,
             integrity_default_verify: VerifyMode::None,
+            heartbeat_ms: default_heartbeat_ms(),
+            progress_min_ms: default_progress_min_ms(),
         }
     }
 }
@@ -138,7 +154,7 @@ impl<A: ConfigSource, B: ConfigSource> ConfigSource for Layered<A, B> {
 }
 
 /// The recognised keys.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 11] = [
     "stream.snapshot.ttl_ms",
     "stream.chunk.default_pages",
     "stream.chunk.min_pages",
@@ -148,6 +164,8 @@ pub const KEYS: [&str; 9] = [
     "stream.max_global",
     "stream.max_per_principal",
     "stream.integrity.default_verify",
+    "stream.heartbeat_ms",
+    "stream.progress.min_ms",
 ];
 
 /// Parses a non-negative integer written as decimal text, allowing a
@@ -249,6 +267,14 @@ impl StreamConfig {
                 .as_deref()
                 .and_then(VerifyMode::parse)
                 .unwrap_or(d.integrity_default_verify),
+            heartbeat_ms: read_u64(src, "stream.heartbeat_ms", d.heartbeat_ms, 0, 3_600_000),
+            progress_min_ms: read_u64(
+                src,
+                "stream.progress.min_ms",
+                d.progress_min_ms,
+                1,
+                3_600_000,
+            ),
         };
         c.normalize();
         c
@@ -295,6 +321,8 @@ impl StreamConfig {
             "stream.max_global" => self.max_global.to_string(),
             "stream.max_per_principal" => self.max_per_principal.to_string(),
             "stream.integrity.default_verify" => self.integrity_default_verify.as_str().to_string(),
+            "stream.heartbeat_ms" => self.heartbeat_ms.to_string(),
+            "stream.progress.min_ms" => self.progress_min_ms.to_string(),
             _ => return None,
         })
     }

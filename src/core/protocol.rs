@@ -188,6 +188,44 @@ pub struct OpenFrame {
     pub columns: Vec<Column>,
     /// Rows skipped by a resume (0 on a fresh stream).
     pub after_rows: u64,
+    /// (1.1) `total_rows` and `total_rows_exact`, when the request asked for
+    /// a count (absent otherwise).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<RowTotal>,
+}
+
+/// (1.1) The size of a result, as an open line reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowTotal {
+    /// Rows of the whole result from row 0; `None` (JSON `null`) when the
+    /// server cannot tell.
+    pub total_rows: Option<u64>,
+    /// True for a count made in the stream's snapshot; false for an estimate.
+    pub total_rows_exact: bool,
+}
+
+/// (1.1) What a fresh request asks about the result's size (`count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountMode {
+    /// No total (the default).
+    #[default]
+    None,
+    /// The planner's estimate.
+    Estimated,
+    /// Counted in the stream's own snapshot before the first row.
+    Exact,
+}
+
+/// (1.1) A `{"progress":{…}}` line: never hashed, never counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressFrame {
+    /// Rows from row 0 of the result (a resume's skipped rows included).
+    pub rows: u64,
+    /// This response's body bytes so far, before compression.
+    pub bytes: u64,
+    /// Since the request arrived.
+    pub elapsed_ms: u64,
 }
 
 /// The last line of every complete stream.
@@ -215,7 +253,15 @@ pub enum ControlLine {
     Error(ErrorBody),
     /// `{"end":{...}}`
     End(EndFrame),
+    /// (1.1) `{"progress":{...}}`
+    Progress(ProgressFrame),
+    /// (1.1) `{"heartbeat":{}}`
+    Heartbeat(Heartbeat),
 }
+
+/// The empty body of a heartbeat line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Heartbeat {}
 
 impl ControlLine {
     /// The line's JSON, without newline.
@@ -303,6 +349,24 @@ impl<C: Clock> StreamEncoder<C> {
         sink: &mut S,
     ) -> Result<(), S::Error> {
         self.row_with(|b| b.extend_from_slice(value_json), sink)
+    }
+
+    /// (1.1) Writes a progress or heartbeat line and flushes it with whatever
+    /// rows are buffered: not hashed, not counted as a row, counted in the
+    /// body's bytes.
+    pub fn control<S: ChunkSink>(
+        &mut self,
+        line: &ControlLine,
+        sink: &mut S,
+    ) -> Result<(), S::Error> {
+        self.producer
+            .push_control(line.to_json().as_bytes(), sink)?;
+        self.producer.flush(sink)
+    }
+
+    /// Bytes of the body so far, buffered ones included.
+    pub fn body_bytes(&self) -> u64 {
+        self.producer.totals().bytes + self.producer.buffered_bytes() as u64
     }
 
     /// Writes the in-band error line (at most one per stream; later calls are ignored).
@@ -771,6 +835,7 @@ mod tests {
                 decl_type: "INTEGER".into(),
             }],
             after_rows,
+            total: None,
         }
     }
 

@@ -109,6 +109,7 @@ fn start(opts: &StreamOptions, columns: Vec<Column>) -> (Arc<Pipe>, Arc<StreamCt
             .saturating_add(opts.config.snapshot_ttl_ms),
         columns,
         after_rows: 0,
+        total: None,
     };
     pipe.start(enc, &open);
     (pipe, ctl)

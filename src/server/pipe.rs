@@ -32,7 +32,7 @@ use crate::core::cancel::CancelToken;
 use crate::core::clock::Clock;
 use crate::core::close::CloseReason;
 use crate::core::producer::ChunkSink;
-use crate::core::protocol::{OpenFrame, StreamEncoder};
+use crate::core::protocol::{ControlLine, Heartbeat, OpenFrame, ProgressFrame, StreamEncoder};
 
 /// The clock every server component shares.
 pub type SharedClock = Arc<dyn Clock + Send + Sync>;
@@ -166,6 +166,9 @@ struct PipeState<C: Clock> {
     /// A due latency-cap flush of a compressed stream was handed to the
     /// blocking pool (compression never runs on a tokio worker).
     flush_scheduled: bool,
+    /// (1.1) Control lines: heartbeats after this much silence (0: never),
+    /// progress lines at most this often.
+    ticks: Ticks,
     finished: bool,
     waker: Option<Waker>,
 }
@@ -176,6 +179,31 @@ struct QueueSink<'a> {
     queue: &'a mut VecDeque<Bytes>,
     compressor: Option<&'a mut Compressor>,
     wire_bytes: &'a mut u64,
+    /// When the body last got bytes (heartbeats count silence from there).
+    last_write_ms: &'a mut u64,
+    clock: &'a SharedClock,
+}
+
+/// The control-line timing of one response (PROTOCOL §2, 1.1).
+#[derive(Debug, Clone, Copy, Default)]
+struct Ticks {
+    heartbeat_ms: u64,
+    progress_ms: Option<u64>,
+    /// When the request arrived (progress lines' `elapsed_ms`).
+    started_ms: u64,
+    /// When the body last got bytes.
+    last_write_ms: u64,
+    last_progress_ms: u64,
+    last_progress_rows: u64,
+}
+
+impl Ticks {
+    /// When the next heartbeat is due, if any (only while no row waits in
+    /// the producer: the latency cap flushes those much sooner).
+    fn heartbeat_at<C: Clock>(&self, enc: &mut StreamEncoder<C>) -> Option<u64> {
+        (self.heartbeat_ms > 0 && enc.producer().buffered_bytes() == 0)
+            .then(|| self.last_write_ms.saturating_add(self.heartbeat_ms))
+    }
 }
 
 impl ChunkSink for QueueSink<'_> {
@@ -207,6 +235,7 @@ impl QueueSink<'_> {
     fn push(&mut self, b: Bytes) {
         if !b.is_empty() {
             *self.wire_bytes += b.len() as u64;
+            *self.last_write_ms = self.clock.now_ms();
             self.queue.push_back(b);
         }
     }
@@ -214,12 +243,16 @@ impl QueueSink<'_> {
 
 impl<C: Clock> PipeState<C> {
     /// The encoder and a sink over the queue, borrowed together.
-    fn parts(&mut self) -> (Option<&mut StreamEncoder<C>>, QueueSink<'_>) {
+    fn parts<'a>(
+        &'a mut self,
+        clock: &'a SharedClock,
+    ) -> (Option<&'a mut StreamEncoder<C>>, QueueSink<'a>) {
         let PipeState {
             enc,
             queue,
             compressor,
             wire_bytes,
+            ticks,
             ..
         } = self;
         (
@@ -228,6 +261,8 @@ impl<C: Clock> PipeState<C> {
                 queue,
                 compressor: compressor.as_mut(),
                 wire_bytes,
+                last_write_ms: &mut ticks.last_write_ms,
+                clock,
             },
         )
     }
@@ -265,6 +300,11 @@ impl Pipe {
                 compressor: None,
                 wire_bytes: 0,
                 flush_scheduled: false,
+                ticks: Ticks {
+                    started_ms: clock.now_ms(),
+                    last_write_ms: clock.now_ms(),
+                    ..Ticks::default()
+                },
                 finished: false,
                 waker: None,
             }),
@@ -276,6 +316,16 @@ impl Pipe {
     /// The clock.
     pub fn clock(&self) -> &SharedClock {
         &self.clock
+    }
+
+    /// (1.1) Heartbeat lines after `heartbeat_ms` of silence (0: never) and
+    /// progress lines at most every `progress_ms` while rows flow (before
+    /// [`Pipe::start`]).
+    pub fn set_ticks(&self, heartbeat_ms: u64, progress_ms: Option<u64>) {
+        let mut st = lock(&self.st);
+        st.ticks.heartbeat_ms = heartbeat_ms;
+        st.ticks.progress_ms = progress_ms;
+        st.ticks.last_progress_ms = st.ticks.started_ms;
     }
 
     /// Compresses the body with `c` (before [`Pipe::start`]).
@@ -311,17 +361,72 @@ impl Pipe {
         f: impl FnOnce(&mut StreamEncoder<SharedClock>, &mut QueueSink<'_>) -> R,
     ) -> Option<R> {
         let before = st.queue.len();
-        let (enc, mut sink) = st.parts();
+        let (enc, mut sink) = st.parts(&self.clock);
         let enc = enc?;
         let had_deadline = enc.producer().next_deadline_ms().is_some();
         let r = f(enc, &mut sink);
         let new_deadline = !had_deadline && enc.producer().next_deadline_ms().is_some();
-        if st.queue.len() > before || new_deadline {
+        let emitted = st.queue.len() > before;
+        if emitted && st.ticks.progress_ms.is_some() {
+            self.progress_locked(st);
+        }
+        if emitted || new_deadline {
             if let Some(w) = st.waker.take() {
                 w.wake();
             }
         }
         Some(r)
+    }
+
+    /// A progress line, when one is due: rows went out since the last one
+    /// and `progress_ms` passed. Checked when a chunk was emitted, so the
+    /// clock is read once per chunk, not per row.
+    fn progress_locked(&self, st: &mut PipeState<SharedClock>) {
+        let Some(every) = st.ticks.progress_ms else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        let ticks = st.ticks;
+        let (enc, mut sink) = st.parts(&self.clock);
+        let Some(enc) = enc else { return };
+        let rows = enc.row_count();
+        if now < ticks.last_progress_ms.saturating_add(every) || rows <= ticks.last_progress_rows {
+            return;
+        }
+        let line = ControlLine::Progress(ProgressFrame {
+            rows,
+            bytes: enc.body_bytes(),
+            elapsed_ms: now.saturating_sub(ticks.started_ms),
+        });
+        let _ = enc.control(&line, &mut sink);
+        st.ticks.last_progress_ms = now;
+        st.ticks.last_progress_rows = rows;
+    }
+
+    /// A heartbeat line when `heartbeat_ms` passed without a byte.
+    fn heartbeat_locked(&self, st: &mut PipeState<SharedClock>, now: u64) {
+        let ticks = st.ticks;
+        let (enc, mut sink) = st.parts(&self.clock);
+        let Some(enc) = enc else { return };
+        if ticks.heartbeat_at(enc).is_some_and(|at| now >= at) {
+            let _ = enc.control(&ControlLine::Heartbeat(Heartbeat {}), &mut sink);
+        }
+    }
+
+    /// Whatever the clock made due: the latency cap's flush, a progress
+    /// line after it, a heartbeat. Wakes the body when bytes were queued.
+    fn tick_locked(&self, st: &mut PipeState<SharedClock>) {
+        let now = self.clock.now_ms();
+        self.with_locked(st, |enc, sink| {
+            let _ = enc.producer().flush_if_due(sink);
+        });
+        let before = st.queue.len();
+        self.heartbeat_locked(st, now);
+        if st.queue.len() > before {
+            if let Some(w) = st.waker.take() {
+                w.wake();
+            }
+        }
     }
 
     /// Waits until the queue has room (backpressure), then encodes one row
@@ -431,7 +536,7 @@ impl Pipe {
         before_visible: impl FnOnce(Finished),
     ) -> Finished {
         let mut st = lock(&self.st);
-        let (enc, mut sink) = st.parts();
+        let (enc, mut sink) = st.parts(&self.clock);
         let out = enc
             .map(|enc| {
                 let _ = enc.error_then_end(error, reason, &mut sink);
@@ -482,9 +587,7 @@ impl Pipe {
     fn flush_due(&self) {
         let mut st = lock(&self.st);
         st.flush_scheduled = false;
-        self.with_locked(&mut st, |enc, sink| {
-            let _ = enc.producer().flush_if_due(sink);
-        });
+        self.tick_locked(&mut st);
         // Nothing was due any more (the producer flushed first): the body
         // re-arms its timer when polled.
         if let Some(w) = st.waker.take() {
@@ -547,10 +650,15 @@ impl Body for PipeBody {
                     return Poll::Ready(None);
                 }
                 let now = this.pipe.clock.now_ms();
-                let deadline = st
-                    .enc
-                    .as_mut()
-                    .and_then(|e| e.producer().next_deadline_ms());
+                let ticks = st.ticks;
+                let deadline = st.enc.as_mut().and_then(|e| {
+                    let latency = e.producer().next_deadline_ms();
+                    let heartbeat = ticks.heartbeat_at(e);
+                    match (latency, heartbeat) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                });
                 let wait = match deadline {
                     Some(d) if now >= d && st.compressor.is_some() => {
                         // Compressing is CPU work: the due flush runs on the
@@ -564,10 +672,7 @@ impl Body for PipeBody {
                         None
                     }
                     Some(d) if now >= d => {
-                        let (enc, mut sink) = st.parts();
-                        if let Some(enc) = enc {
-                            let _ = enc.producer().flush_if_due(&mut sink);
-                        }
+                        this.pipe.tick_locked(&mut st);
                         if let Some(chunk) = st.queue.pop_front() {
                             this.pipe.made_room(st.queue.len());
                             return Poll::Ready(Some(Ok(Frame::data(chunk))));
@@ -663,6 +768,7 @@ mod tests {
             expires_at_ms: 0,
             columns: Vec::new(),
             after_rows: 0,
+            total: None,
         };
         pipe.start(enc, &open);
         let ctl = StreamCtl::new(&pipe);

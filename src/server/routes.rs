@@ -21,7 +21,7 @@ use crate::core::audit::AuditEvent;
 use crate::core::cursor::CursorError;
 use crate::core::digest::is_hex_of_len;
 use crate::core::http::STREAM_HEADERS;
-use crate::core::protocol::ErrorCode;
+use crate::core::protocol::{CountMode, ErrorCode};
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -153,6 +153,12 @@ pub(crate) struct FreshBody {
     params: Option<Params>,
     #[serde(default)]
     shape: Option<Shape>,
+    /// (1.1) `"none"`, `"estimated"` or `"exact"`.
+    #[serde(default)]
+    count: Option<CountMode>,
+    /// (1.1) A positive integer: progress lines at most this often.
+    #[serde(default)]
+    progress_ms: Option<std::num::NonZeroU64>,
 }
 
 #[derive(Deserialize)]
@@ -275,6 +281,8 @@ async fn stream_handler(
             query: req.query,
             params: req.params,
             shape: req.shape.unwrap_or_default(),
+            count: req.count.unwrap_or_default(),
+            progress_ms: req.progress_ms.map(|n| n.get()),
         };
         tokio::task::spawn_blocking(move || run_fresh(st, caller, backend, r, p, c, tx));
     }

@@ -25,7 +25,9 @@ use crate::core::cursor::{CursorHandle, NewCursor};
 use crate::core::digest::{sha256_hex, PrefixHasher};
 use crate::core::lease::{OpenStream, StreamLease};
 use crate::core::producer::ChunkProducer;
-use crate::core::protocol::{Column, ErrorBody, ErrorCode, OpenFrame, StreamEncoder, ROW_PREFIX};
+use crate::core::protocol::{
+    Column, CountMode, ErrorBody, ErrorCode, OpenFrame, RowTotal, StreamEncoder, ROW_PREFIX,
+};
 
 /// `open.reason` when a resumable query gets no cursor because the server
 /// holds `max_pinned` snapshots already.
@@ -89,6 +91,10 @@ pub(crate) struct Pinned {
     checkpoints: Mutex<Vec<Checkpoint>>,
     running: Mutex<Option<Arc<StreamCtl>>>,
     counter: Arc<AtomicUsize>,
+    /// (1.1) The first answer to the request's `count`, repeated by resumes.
+    total: Option<RowTotal>,
+    /// (1.1) The request's `progress_ms` (after clamping), kept by resumes.
+    progress_ms: Option<u64>,
 }
 
 impl Drop for Pinned {
@@ -103,6 +109,10 @@ pub(crate) struct FreshRequest {
     pub(crate) query: String,
     pub(crate) params: Option<Params>,
     pub(crate) shape: Shape,
+    /// (1.1) `count`.
+    pub(crate) count: CountMode,
+    /// (1.1) `progress_ms`, as asked (clamped here to `stream.progress.min_ms`).
+    pub(crate) progress_ms: Option<u64>,
 }
 
 /// A resume request, parsed.
@@ -632,6 +642,30 @@ pub(crate) fn run_fresh(
         Ok(s) => s,
         Err(e) => return refuse(&mut ready, Refusal::from_body(e)),
     };
+    // (1.1) The total, in the pinned snapshot, before the first row.
+    let total = if req.count == CountMode::None {
+        None
+    } else {
+        let run = Run {
+            query: &req.query,
+            params: req.params.as_ref(),
+            columns: &prepared.columns,
+            shape: req.shape,
+            plan: None,
+            after: None,
+        };
+        match session.total(&run, req.count, &ctl) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let r = match ctl.cause() {
+                    Some(c) => stop_refusal(c),
+                    None => Refusal::from_body(e),
+                };
+                return refuse(&mut ready, r);
+            }
+        }
+    };
+    let progress_ms = req.progress_ms.map(|ms| ms.max(cfg.progress_min_ms));
     let now = state.now_ms();
     let lease = match state.leases.open_stream(OpenStream {
         scope: caller.scope.clone(),
@@ -683,6 +717,8 @@ pub(crate) fn run_fresh(
             checkpoints: Mutex::new(Vec::new()),
             running: Mutex::new(Some(ctl.clone())),
             counter: state.pinned.clone(),
+            total,
+            progress_ms,
         })
     });
     // The session runs the stream from inside the payload, so a resume that
@@ -735,6 +771,8 @@ pub(crate) fn run_fresh(
                         first_lease: lease.handle().to_owned(),
                         pinned_at_ms: now,
                         expires_at_ms: lease.expires_at_ms,
+                        total,
+                        progress_ms,
                     };
                     if let Err(e) = state.shared.publish_cursor(&h.token, &record) {
                         // Resumable here only: not a reason to fail the stream.
@@ -764,7 +802,9 @@ pub(crate) fn run_fresh(
             expires_at_ms: lease.expires_at_ms,
             columns: columns.clone(),
             after_rows: 0,
+            total,
         };
+        pipe.set_ticks(cfg.heartbeat_ms, progress_ms);
         pipe.start(
             encoder(&state, &cfg, PrefixHasher::new(), 0, lease.handle()),
             &open,
@@ -1020,7 +1060,9 @@ pub(crate) fn run_resume(
             expires_at_ms: lease.expires_at_ms,
             columns: p.columns.clone(),
             after_rows: req.after_rows,
+            total: p.total,
         };
+        pipe.set_ticks(p.cfg.heartbeat_ms, p.progress_ms);
         pipe.start(
             encoder(&state, &p.cfg, hasher, req.after_rows, lease.handle()),
             &open,
@@ -1135,6 +1177,8 @@ pub(crate) fn adopt_remote(
         checkpoints: Mutex::new(checkpoints),
         running: Mutex::new(None),
         counter: state.pinned.clone(),
+        total: record.total,
+        progress_ms: record.progress_ms,
     });
     state.cursors.adopt(
         token,

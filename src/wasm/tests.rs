@@ -222,6 +222,7 @@ fn encode_stream_at(
             decl_type: "INTEGER".into(),
         }],
         after_rows: 0,
+        total: None,
     };
     let Ok(()) = enc.open(&open, &mut out);
     for i in rows {

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::pipe::{StopCause, StreamCtl};
-use crate::core::protocol::{Column, ErrorBody};
+use crate::core::protocol::{Column, CountMode, ErrorBody, RowTotal};
 use crate::core::resumable::Resumability;
 
 /// Query parameters as sent: positional or named.
@@ -151,6 +151,17 @@ pub(crate) trait Session: Send {
         ctl: &Arc<StreamCtl>,
         body: &mut RowsBody<'_>,
     ) -> Result<Outcome, ErrorBody>;
+    /// (1.1) The size of `run`'s result for a request's `count`, in the
+    /// pinned snapshot, before the first row: `Exact` counts it (a scan),
+    /// `Estimated` asks the planner where the backend has one. A count the
+    /// backend cannot make is `total_rows: None`; a stop of `ctl`
+    /// interrupts it.
+    fn total(
+        &mut self,
+        run: &Run<'_>,
+        mode: CountMode,
+        ctl: &Arc<StreamCtl>,
+    ) -> Result<RowTotal, ErrorBody>;
     /// Whether the pinned snapshot is still held (false: the session cannot
     /// serve resumes any more).
     fn holds_snapshot(&self) -> bool;
@@ -172,4 +183,20 @@ pub(crate) trait ReadBackend: Send + Sync {
     /// A session reading `snapshot`, pinned by a session that may live in
     /// another instance; `snapshot_unavailable` when it is gone.
     fn import(&self, snapshot: &Snapshot) -> Result<Box<dyn Session>, ErrorBody>;
+}
+
+/// The total a backend cannot tell.
+pub(crate) const UNKNOWN_TOTAL: RowTotal = RowTotal {
+    total_rows: None,
+    total_rows_exact: false,
+};
+
+/// `query` as the body of a subquery: trailing `;`s dropped, and the closing
+/// parenthesis on a line of its own (a trailing `--` comment stays a comment).
+pub(crate) fn as_subquery(query: &str) -> String {
+    let mut q = query.trim_end();
+    while let Some(rest) = q.strip_suffix(';') {
+        q = rest.trim_end();
+    }
+    format!("(\n{q}\n)")
 }

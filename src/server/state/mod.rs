@@ -46,6 +46,12 @@ pub(crate) struct CursorRecord {
     pub(crate) first_lease: String,
     pub(crate) pinned_at_ms: u64,
     pub(crate) expires_at_ms: u64,
+    /// (1.1) The open's answer to `count`, repeated by every resume.
+    #[serde(default)]
+    pub(crate) total: Option<crate::core::protocol::RowTotal>,
+    /// (1.1) The request's `progress_ms`.
+    #[serde(default)]
+    pub(crate) progress_ms: Option<u64>,
 }
 
 /// A resume checkpoint as stored: rows, the key of the last row, and the

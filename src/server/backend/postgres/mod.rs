@@ -40,10 +40,10 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 use self::values::ValueWriter;
 use super::{
-    Outcome, Params, Prepared, ReadBackend, ResumeKey, ResumePlan, RowSource, RowsBody, Run,
-    Session, Shape, Snapshot,
+    as_subquery, Outcome, Params, Prepared, ReadBackend, ResumeKey, ResumePlan, RowSource,
+    RowsBody, Run, Session, Shape, Snapshot, UNKNOWN_TOTAL,
 };
-use crate::core::protocol::{Column, ErrorBody, ErrorCode};
+use crate::core::protocol::{Column, CountMode, ErrorBody, ErrorCode, RowTotal};
 use crate::core::resumable::NotResumableReason;
 use crate::server::lock;
 use crate::server::pipe::StreamCtl;
@@ -822,6 +822,85 @@ impl Session for PgSession {
             self.snapshot_ok = false;
         }
         result
+    }
+
+    fn total(
+        &mut self,
+        run: &Run<'_>,
+        mode: CountMode,
+        ctl: &Arc<StreamCtl>,
+    ) -> Result<RowTotal, ErrorBody> {
+        let sql = match mode {
+            CountMode::None => return Ok(UNKNOWN_TOTAL),
+            CountMode::Exact => {
+                format!(
+                    "SELECT count(*) FROM {} AS rowstream_count",
+                    as_subquery(run.query)
+                )
+            }
+            CountMode::Estimated => format!("EXPLAIN (FORMAT JSON) {}", run.query),
+        };
+        if !self.in_tx {
+            self.begin()?;
+            self.limits()?;
+        }
+        // In the stream's transaction (its snapshot); a failure must not
+        // abort that transaction.
+        self.batch("SAVEPOINT rowstream_count")?;
+        let client = self.conn.client.clone();
+        let prepared = self.rt.block_on(async move { client.prepare(&sql).await });
+        let unprepared = prepared.is_err();
+        let result = match prepared {
+            // A count the server cannot phrase (the query does not nest):
+            // no total, the stream itself still runs.
+            Err(_) => Ok(UNKNOWN_TOTAL),
+            Ok(stmt) => match bind_values(&stmt, run.params, 0) {
+                Err(e) => Err(e),
+                Ok(values) => {
+                    let (cancel, handle) = (self.conn.client.cancel_token(), self.rt.clone());
+                    ctl.set_interrupt(move || {
+                        let cancel = cancel.clone();
+                        handle.spawn(async move {
+                            let _ = cancel.cancel_query(NoTls).await;
+                        });
+                    });
+                    let client = self.conn.client.clone();
+                    let r = self.rt.block_on(async move {
+                        let args: Vec<JsonParam<'_>> = values.iter().map(JsonParam).collect();
+                        let refs: Vec<&(dyn ToSql + Sync)> =
+                            args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+                        client.query_one(&stmt, &refs).await
+                    });
+                    ctl.clear_interrupt();
+                    match r {
+                        Err(e) => Err(db_error(&e)),
+                        Ok(row) if mode == CountMode::Exact => Ok(RowTotal {
+                            total_rows: row.try_get::<_, i64>(0).ok().map(|n| n.max(0) as u64),
+                            total_rows_exact: true,
+                        }),
+                        Ok(row) => Ok(RowTotal {
+                            total_rows: row
+                                .try_get::<_, serde_json::Value>(0)
+                                .ok()
+                                .and_then(|plan| plan[0]["Plan"]["Plan Rows"].as_f64())
+                                .filter(|n| n.is_finite() && *n >= 0.0)
+                                .map(|n| n.round() as u64),
+                            total_rows_exact: false,
+                        }),
+                    }
+                }
+            },
+        };
+        let end = if result.is_ok() && !unprepared {
+            "RELEASE SAVEPOINT rowstream_count"
+        } else {
+            "ROLLBACK TO SAVEPOINT rowstream_count; RELEASE SAVEPOINT rowstream_count"
+        };
+        let released = self.batch(end);
+        match (result, released) {
+            (Ok(_), Err(e)) => Err(e),
+            (r, _) => r,
+        }
     }
 
     fn holds_snapshot(&self) -> bool {

@@ -23,10 +23,10 @@ use self::sql::{
     bind_params, columns_of, read_runtime_config, ConnectionInit, ReadConn, RowWriter,
 };
 use super::{
-    Outcome, Params, Prepared, ReadBackend, ResumeKey, ResumePlan, RowSource, RowsBody, Run,
-    Session, Snapshot,
+    as_subquery, Outcome, Params, Prepared, ReadBackend, ResumeKey, ResumePlan, RowSource,
+    RowsBody, Run, Session, Snapshot, UNKNOWN_TOTAL,
 };
-use crate::core::protocol::{ErrorBody, ErrorCode};
+use crate::core::protocol::{CountMode, ErrorBody, ErrorCode, RowTotal};
 use crate::core::resumable::assess_resumability_with;
 use crate::server::limits::{self, QueryLimits, StepDeadline};
 use crate::server::pipe::StreamCtl;
@@ -340,6 +340,36 @@ impl Session for SqliteSession {
             hidden_rowid: plan.is_some(),
         };
         Ok(body(&mut rows))
+    }
+
+    fn total(
+        &mut self,
+        run: &Run<'_>,
+        mode: CountMode,
+        ctl: &Arc<StreamCtl>,
+    ) -> Result<RowTotal, ErrorBody> {
+        // SQLite's planner keeps no row estimates worth a progress bar
+        // (sqlite_stat1 only exists after ANALYZE, and says nothing of a
+        // WHERE clause): an estimate is honestly unknown.
+        if mode != CountMode::Exact {
+            return Ok(UNKNOWN_TOTAL);
+        }
+        let sql = format!("SELECT count(*) FROM {}", as_subquery(run.query));
+        let Ok(mut stmt) = self.rc.prepare_checked(&sql) else {
+            return Ok(UNKNOWN_TOTAL);
+        };
+        bind_params(&mut stmt, run.params)?;
+        let _watch = StatementWatch::new(ctl, &self.rc.conn);
+        let _deadline = StepDeadline::arm(&self.tenant.limits);
+        let mut rows = stmt.raw_query();
+        match rows.next() {
+            Ok(Some(row)) => Ok(RowTotal {
+                total_rows: row.get::<_, i64>(0).ok().map(|n| n.max(0) as u64),
+                total_rows_exact: true,
+            }),
+            Ok(None) => Ok(UNKNOWN_TOTAL),
+            Err(e) => Err(limits::step_error(&e)),
+        }
     }
 
     fn holds_snapshot(&self) -> bool {
