@@ -10,6 +10,7 @@
 
 const ROW_H = 24; // px, keep in sync with --row-h in style.css
 const YIELD_EVERY_MS = 16; // give the browser a frame at least this often
+const PAINT_EVERY_MS = 100; // redraw figures and table this often while streaming
 const LOG_MAX = 400;
 const SLICE_BYTES = 64 * 1024; // largest piece of a network read handed to the decoder at once
 
@@ -267,16 +268,20 @@ class Grid {
     this.lastFirst = 0;
     this.ring = null;
     this.dirty = true;
+    // Where render() last put the scroll position itself: the scroll event
+    // that follows is not the user's, and must not force a repaint.
+    this.autoTop = -1;
     el.grid.addEventListener("scroll", () => {
       const g = el.grid;
+      if (g.scrollTop === this.autoTop) return;
       this.follow = g.scrollTop + g.clientHeight >= g.scrollHeight - ROW_H * 1.5;
       this.dirty = true;
-      requestFrame();
+      urgentFrame();
     });
     el.follow.addEventListener("click", () => {
       this.follow = true;
       this.dirty = true;
-      requestFrame();
+      urgentFrame();
     });
   }
 
@@ -356,10 +361,14 @@ class Grid {
     if (!this.follow && first > this.lastFirst) {
       // Old rows left the ring: keep the rows in view where they are.
       g.scrollTop = Math.max(0, g.scrollTop - (first - this.lastFirst) * ROW_H);
+      this.autoTop = g.scrollTop;
     }
     this.lastFirst = first;
     el.gridSpacer.style.height = `${ring.size * ROW_H}px`;
-    if (this.follow) g.scrollTop = g.scrollHeight;
+    if (this.follow) {
+      g.scrollTop = g.scrollHeight;
+      this.autoTop = g.scrollTop;
+    }
 
     const viewH = Math.max(0, g.clientHeight - ROW_H);
     const start = Math.min(Math.floor(g.scrollTop / ROW_H), Math.max(0, ring.size - 1));
@@ -444,6 +453,8 @@ let pkg = null;
 let current = null; // the running Run, if any
 let runSeq = 0;
 let frameQueued = false;
+let paintUrgent = false;
+let lastPaint = -Infinity;
 const serverIgnores = new Set(); // options a PROTOCOL 1.0 server refused
 const grid = new Grid();
 const history = [];
@@ -456,14 +467,30 @@ const token = params.get("token") ?? undefined;
 el.server.textContent = `server: ${new URL(endpoint).host}`;
 el.server.title = `POST ${endpoint}`;
 
+/**
+ * The page repaints from one animation-frame loop. While rows stream in, the
+ * figures and the table are redrawn at most every PAINT_EVERY_MS: a repaint
+ * per frame (the table scrolls every frame) cost more than the stream itself
+ * in headless Chromium (software raster). Scrolling, resizing and the end
+ * of a run repaint at the next frame (`urgentFrame`).
+ */
 function requestFrame() {
   if (frameQueued) return;
   frameQueued = true;
-  requestAnimationFrame(() => {
+  requestAnimationFrame((now) => {
     frameQueued = false;
-    refresh();
+    if (current === null || paintUrgent || now - lastPaint >= PAINT_EVERY_MS) {
+      paintUrgent = false;
+      lastPaint = now;
+      refresh();
+    }
     if (current !== null) requestFrame();
   });
+}
+
+function urgentFrame() {
+  paintUrgent = true;
+  requestFrame();
 }
 
 // -------------------------------------------------------------- logging ----
@@ -1194,7 +1221,7 @@ document.addEventListener("keydown", (e) => {
 });
 window.addEventListener("resize", () => {
   grid.dirty = true;
-  requestFrame();
+  urgentFrame();
 });
 
 document.body.dataset.state = "loading";
