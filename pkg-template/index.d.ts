@@ -89,7 +89,9 @@ export type ClientErrorCode =
   | "already_iterated"
   | "not_initialized"
   | "invalid_row"
-  | "ingest_interrupted";
+  | "ingest_interrupted"
+  | "invalid_argument"
+  | "stream_idle_timeout";
 
 /** Every error of the streaming client. */
 export class RowstreamError extends Error {
@@ -143,6 +145,52 @@ export interface StreamQueryOptions {
    * `"wasm"` always hashes in WebAssembly. The verification is the same.
    */
   hash?: "auto" | "native" | "wasm";
+  /**
+   * (PROTOCOL 1.1) Ask for the result's size in the `open` line:
+   * `"exact"` counts it in the stream's snapshot before the first row (a
+   * scan), `"estimated"` asks the planner (may be wrong, or unknown).
+   * `"none"` (default) asks nothing. Read it in `summary.totalRows`. A 1.0
+   * server refuses the field: the request is sent again without it
+   * (`summary.ignoredOptions`).
+   */
+  count?: "none" | "estimated" | "exact";
+  /**
+   * (PROTOCOL 1.1) Ask the server for a progress line at most this often
+   * (ms; it clamps it to its `stream.progress.min_ms`); `onProgress` is then
+   * called from those lines. Dropped as `count` is for a 1.0 server.
+   */
+  progressMs?: number;
+  /**
+   * Called from the server's progress lines (with `progressMs`); otherwise
+   * once per network chunk (at most every `progressMs` if it was given and
+   * the response sends none). A throw from it ends the iteration with it.
+   */
+  onProgress?: (progress: StreamProgress) => void;
+  /**
+   * Take the connection as dropped (and resume, as after any drop) when no
+   * byte arrived for this long, waiting for the response or for its body
+   * (ms; default: never). Set it above the server's `stream.heartbeat_ms`
+   * (default 15000), e.g. 3×: a 1.1 server sends a heartbeat line after
+   * that much silence, so only a dead or stuck connection is cut. Also
+   * frees a fetch that never settles a broken compressed body (Node 20).
+   */
+  idleTimeoutMs?: number;
+}
+
+/** What `onProgress` receives. */
+export interface StreamProgress {
+  /** Rows from row 0 of the result (the server's count of rows sent, or the rows received). */
+  rows: number;
+  /** Decoded body bytes across responses (the server's, before compression, or the bytes received). */
+  bytes: number;
+  /** `summary.totalRows` at that point. */
+  totalRows: number | null;
+  /** `summary.totalRowsExact` at that point. */
+  totalRowsExact: boolean;
+  /** Since the iteration started, by the client's clock. */
+  elapsedMs: number;
+  /** `"server"`: from a progress line; `"client"`: the client's own figures for a network chunk. */
+  source: "server" | "client";
 }
 
 /** Live: updated as chunks arrive, final once the iteration ends. */
@@ -155,8 +203,24 @@ export interface StreamSummary {
   verified: boolean;
   /** Resume attempts made. */
   resumes: number;
-  /** Body bytes received, across responses. */
+  /** Body bytes received, across responses (decoded: after Content-Encoding). */
   bytes: number;
+  /**
+   * Body bytes as they crossed the network (compressed), across responses,
+   * once the stream has ended verified, where the runtime tells them:
+   * browsers, from the `encodedBodySize` of each response's
+   * PerformanceResourceTiming entry (same-origin or `Timing-Allow-Origin`;
+   * a response cut off mid-stream may have no entry). Undefined otherwise,
+   * e.g. in Node, whose `fetch` hands over decoded bodies and records no
+   * entry.
+   */
+  wireBytes: number | undefined;
+  /** (1.1) The `open` line's `total_rows` (with `count`); null when not asked for or unknown. */
+  totalRows: number | null;
+  /** (1.1) Whether `totalRows` is an exact count (false for estimates and for null). */
+  totalRowsExact: boolean;
+  /** Options the server did not know (a PROTOCOL 1.0 server): `"count"`, `"progressMs"`. */
+  ignoredOptions: ("count" | "progressMs")[];
   /** Body chunks read, across responses. */
   chunks: number;
   columns: Column[];
@@ -261,6 +325,15 @@ export interface IngestOptions<Column extends string = string> {
   fetch?: (input: string, init: RequestInit & { duplex?: "half" }) => Promise<Response>;
   /** Where the row lines' SHA-256 is computed: as `StreamQueryOptions.hash` (native `node:crypto` in Node by default, WebAssembly in browsers). The digest is the same. */
   hash?: "auto" | "native" | "wasm";
+  /**
+   * Compress the body (`Content-Encoding`; the server's size limits count
+   * decoded bytes). `"gzip"`: `node:zlib` in Node (flushed after every
+   * piece, so slow sources still trickle), else `CompressionStream`.
+   * `"zstd"`: only where the runtime has it (Node ≥ 22.15's `node:zlib`;
+   * no browser's `CompressionStream` as of 2025): otherwise the promise
+   * rejects with `invalid_argument` before anything is sent. Default `false`.
+   */
+  compress?: "gzip" | "zstd" | false;
 }
 
 /** What `ingestRows` resolves to: the server's `end` object, plus the digest sent. */

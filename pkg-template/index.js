@@ -183,6 +183,14 @@ function stringifyExact(value) {
 }
 
 const SHAPES = new Set(["object", "array"]);
+const COUNTS = new Set(["none", "estimated", "exact"]);
+// Fresh-request fields of PROTOCOL 1.1 (wire name → option name). A 1.0
+// server refuses them as unknown (`400 bad_request`, naming the field): the
+// request is then sent again without it, as rowstream::client does.
+const V11_FIELDS = [
+  ["count", "count"],
+  ["progress_ms", "progressMs"],
+];
 const HASH_MODES = new Set(["auto", "native", "wasm"]);
 
 let nativeCrypto;
@@ -226,6 +234,18 @@ function checkOptions(options) {
   }
   if (options.fetch !== undefined && typeof options.fetch !== "function") {
     throw new TypeError("streamQuery: options.fetch must be a function");
+  }
+  if (options.count !== undefined && !COUNTS.has(options.count)) {
+    throw new TypeError('streamQuery: options.count must be "none", "estimated" or "exact"');
+  }
+  for (const k of ["progressMs", "idleTimeoutMs"]) {
+    const v = options[k];
+    if (v !== undefined && !(Number.isInteger(v) && v > 0)) {
+      throw new TypeError(`streamQuery: options.${k} must be a positive integer (ms)`);
+    }
+  }
+  if (options.onProgress !== undefined && typeof options.onProgress !== "function") {
+    throw new TypeError("streamQuery: options.onProgress must be a function");
   }
   checkHashOption("streamQuery", options.hash);
 }
@@ -280,6 +300,10 @@ class RowStream {
       cursor: null,
       endReason: null,
       hash: null,
+      totalRows: null,
+      totalRowsExact: false,
+      wireBytes: undefined,
+      ignoredOptions: [],
     };
   }
 
@@ -375,6 +399,29 @@ class RowStream {
     let body = { query: o.query };
     if (o.params !== undefined) body.params = o.params;
     if (o.shape !== undefined) body.shape = o.shape;
+    if (o.count !== undefined && o.count !== "none") body.count = o.count;
+    if (o.progressMs !== undefined) body.progress_ms = o.progressMs;
+
+    // Progress: the server's progress lines when it sends them (PROTOCOL
+    // 1.1, asked for with progressMs), else the client's own figures once
+    // per network chunk (at most every progressMs when it was asked for).
+    const onProgress = o.onProgress;
+    const t0 = Date.now();
+    let lastReport = -Infinity;
+    let scanner = null;
+    const report = (rows, bytes, source) => {
+      lastReport = Date.now();
+      onProgress({
+        rows,
+        bytes,
+        totalRows: s.totalRows,
+        totalRowsExact: s.totalRowsExact,
+        elapsedMs: lastReport - t0,
+        source,
+      });
+    };
+    // Which resource-timing entries (browsers) this stream already counted.
+    const timing = wireTiming(this.#url);
 
     let failures = 0;
     let openSeen = false;
@@ -389,6 +436,11 @@ class RowStream {
           s.resumable = open.resumable;
           s.reason = open.reason ?? null;
           s.columns = open.columns;
+          // (1.1) A resume repeats the first answer: the first one counts.
+          if (open.total_rows !== undefined && open.total_rows !== null) {
+            s.totalRows = Number(open.total_rows);
+            s.totalRowsExact = open.total_rows_exact === true;
+          }
         }
         if (open.cursor) s.cursor = open.cursor;
       }
@@ -444,57 +496,101 @@ class RowStream {
       for (;;) {
         let interruption = null;
         let res = null;
-        try {
-          res = await fetchFn(this.#url, {
-            method: "POST",
-            headers: await this.#headers(),
-            body: stringifyExact(body),
-            signal: ctl.signal,
-          });
-        } catch (e) {
-          if (aborted()) throw userSignal.reason;
-          interruption = e;
-        }
-        if (res !== null && !res.ok) {
-          const err = await errorFromResponse(res);
-          const retryable = body.cursor !== undefined && (res.status === 429 || res.status >= 500);
-          if (!retryable) throw err;
-          interruption = err;
-        }
+        // One controller per attempt: the idle timeout drops this response
+        // only; the caller's abort (ctl) reaches every attempt.
+        const attempt = new AbortController();
+        const onCtlAbort = () => attempt.abort(ctl.signal.reason);
+        ctl.signal.addEventListener("abort", onCtlAbort, { once: true });
+        const idle = new IdleTimer(o.idleTimeoutMs, attempt);
         let progressed = false;
-        if (res !== null && res.ok && res.body === null) {
-          interruption = new RowstreamError("stream_interrupted", "the response has no body");
-        } else if (res !== null && res.ok) {
-          const reader = res.body.getReader();
+        try {
+          const requested = timing?.mark();
           try {
-            for (;;) {
-              let r;
-              try {
-                r = await reader.read();
-              } catch (e) {
-                if (aborted()) throw userSignal.reason;
-                interruption = e;
-                break;
-              }
-              if (r.done) break;
-              s.bytes += r.value.byteLength;
-              s.chunks += 1;
-              const rows = apply(decode(() => hashed(decoder.push(r.value))));
-              if (rows !== null) {
-                progressed = true;
-                // RowIterator hands the rows out one by one; this resumes
-                // once the consumer asks for the row after the last one.
-                yield rows;
-                if (aborted()) throw userSignal.reason;
-              }
-              if (s.verified) {
-                completed = true;
-                return;
-              }
-            }
-          } finally {
-            if (!completed) reader.cancel().catch(() => {});
+            res = await idle.race(
+              fetchFn(this.#url, {
+                method: "POST",
+                headers: await this.#headers(),
+                body: stringifyExact(body),
+                signal: attempt.signal,
+              }),
+            );
+          } catch (e) {
+            if (aborted()) throw userSignal.reason;
+            interruption = e;
           }
+          if (res !== null && !res.ok) {
+            idle.stop();
+            const err = await errorFromResponse(res);
+            // A PROTOCOL 1.0 server refuses a 1.1 field it does not know
+            // (400 bad_request naming it): ask again without it.
+            const unknown =
+              body.cursor === undefined && res.status === 400 && err.code === "bad_request"
+                ? V11_FIELDS.find(([wire]) => wire in body && err.message.includes(wire))
+                : undefined;
+            if (unknown !== undefined) {
+              delete body[unknown[0]];
+              s.ignoredOptions.push(unknown[1]);
+              continue;
+            }
+            const retryable = body.cursor !== undefined && (res.status === 429 || res.status >= 500);
+            if (!retryable) throw err;
+            interruption = err;
+          }
+          if (res !== null && res.ok && res.body === null) {
+            interruption = new RowstreamError("stream_interrupted", "the response has no body");
+          } else if (res !== null && res.ok) {
+            const reader = res.body.getReader();
+            const bytesBefore = s.bytes;
+            let serverProgress = false;
+            if (onProgress !== undefined && body.progress_ms !== undefined) scanner = new ProgressScanner();
+            try {
+              for (;;) {
+                let r;
+                try {
+                  r = await idle.race(reader.read());
+                } catch (e) {
+                  if (aborted()) throw userSignal.reason;
+                  interruption = e;
+                  break;
+                }
+                if (r.done) break;
+                s.bytes += r.value.byteLength;
+                s.chunks += 1;
+                const progress = scanner?.push(r.value) ?? null;
+                const rows = apply(decode(() => hashed(decoder.push(r.value))));
+                if (onProgress !== undefined) {
+                  if (progress !== null) {
+                    serverProgress = true;
+                    report(Number(progress.rows), bytesBefore + Number(progress.bytes), "server");
+                  } else if (
+                    !serverProgress &&
+                    (o.progressMs === undefined || Date.now() - lastReport >= o.progressMs)
+                  ) {
+                    report(s.rowCount, s.bytes, "client");
+                  }
+                }
+                if (rows !== null) {
+                  progressed = true;
+                  // RowIterator hands the rows out one by one; this resumes
+                  // once the consumer asks for the row after the last one.
+                  yield rows;
+                  if (aborted()) throw userSignal.reason;
+                }
+                if (s.verified) {
+                  completed = true;
+                  idle.stop();
+                  if (timing !== null) s.wireBytes = await timing.settle(reader, requested);
+                  return;
+                }
+              }
+            } finally {
+              if (!completed) reader.cancel().catch(() => {});
+            }
+          }
+          if (idle.fired) interruption = idle.error;
+        } finally {
+          idle.stop();
+          ctl.signal.removeEventListener("abort", onCtlAbort);
         }
         if (aborted()) throw userSignal.reason;
         // A last control line may have arrived without its newline; a cut
@@ -554,6 +650,7 @@ class RowStream {
       }
     } finally {
       userSignal?.removeEventListener("abort", onAbort);
+      timing?.close();
       try {
         if (!s.verified) s.prefixHash = decoder.prefixHash;
         if (!completed) {
@@ -566,6 +663,210 @@ class RowStream {
     }
   }
 }
+
+/**
+ * The idle timeout of one attempt (`idleTimeoutMs`): `race(p)` settles as
+ * `p` does, or rejects with `stream_idle_timeout` (and aborts the attempt)
+ * when nothing came for that long. Only time spent waiting on the network
+ * counts, never the consumer's.
+ */
+class IdleTimer {
+  constructor(ms, attempt) {
+    this.ms = ms;
+    this.attempt = attempt;
+    this.fired = false;
+    this.error = null;
+    this.timer = undefined;
+  }
+
+  race(promise) {
+    if (this.ms === undefined) return promise;
+    return new Promise((resolve, reject) => {
+      this.timer = setTimeout(() => {
+        this.fired = true;
+        this.error = new RowstreamError(
+          "stream_idle_timeout",
+          `no byte arrived for ${this.ms} ms (idleTimeoutMs): the connection is taken as dropped`,
+        );
+        this.attempt.abort(this.error);
+        reject(this.error);
+      }, this.ms);
+      promise.then(
+        (v) => {
+          clearTimeout(this.timer);
+          resolve(v);
+        },
+        (e) => {
+          clearTimeout(this.timer);
+          reject(e);
+        },
+      );
+    });
+  }
+
+  stop() {
+    clearTimeout(this.timer);
+  }
+}
+
+const NEWLINE = 0x0a;
+const PROGRESS_LINE_MAX = 1024;
+const progressText = new TextDecoder();
+
+/** The inner object of a `{"progress":{...}}` line, or null. */
+function progressFrame(bytes) {
+  if (bytes.length > PROGRESS_LINE_MAX) return null;
+  try {
+    const p = JSON.parse(progressText.decode(bytes)).progress;
+    return p !== null && typeof p === "object" && typeof p.rows === "number" ? p : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Finds the `{"progress":...}` control lines (PROTOCOL 1.1) in a response
+ * body as it arrives, for `onProgress`; the decoder (wasm) verifies every
+ * line and skips control lines it does not know, but hands none of them
+ * back. A line starts after a newline and a row line starts `{"row"`, so
+ * one starting `{"p` is a progress line. Costs one `indexOf` per line, and
+ * runs only when progress lines were asked for.
+ */
+class ProgressScanner {
+  constructor() {
+    /** The start of a line cut by the chunk boundary that may be a progress line. */
+    this.carry = null;
+    this.atLineStart = true;
+  }
+
+  /** The last progress frame completed in `chunk`, or null. */
+  push(chunk) {
+    const n = chunk.length;
+    let last = null;
+    let i = 0;
+    if (this.carry !== null) {
+      const nl = chunk.indexOf(NEWLINE);
+      const tail = nl < 0 ? chunk : chunk.subarray(0, nl);
+      const carry = this.carry;
+      this.carry = null;
+      if (carry.length + tail.length <= PROGRESS_LINE_MAX) {
+        const line = new Uint8Array(carry.length + tail.length);
+        line.set(carry);
+        line.set(tail, carry.length);
+        if (nl < 0) {
+          this.carry = line;
+          return null;
+        }
+        last = progressFrame(line);
+      }
+      if (nl < 0) {
+        this.atLineStart = false;
+        return null;
+      }
+      i = nl + 1;
+    } else if (!this.atLineStart) {
+      const nl = chunk.indexOf(NEWLINE);
+      if (nl < 0) return null;
+      i = nl + 1;
+    }
+    while (i < n) {
+      if (n - i < 3 || (chunk[i] === 0x7b && chunk[i + 1] === 0x22 && chunk[i + 2] === 0x70)) {
+        // `{"p` (or too short to tell).
+        const nl = chunk.indexOf(NEWLINE, i);
+        if (nl < 0) {
+          this.carry = chunk.slice(i);
+          this.atLineStart = false;
+          return last;
+        }
+        last = progressFrame(chunk.subarray(i, nl)) ?? last;
+        i = nl + 1;
+        continue;
+      }
+      const nl = chunk.indexOf(NEWLINE, i);
+      if (nl < 0) {
+        this.atLineStart = false;
+        return last;
+      }
+      i = nl + 1;
+    }
+    this.atLineStart = true;
+    return last;
+  }
+}
+
+/**
+ * Bytes on the wire (`summary.wireBytes`) where the runtime tells them: in
+ * browsers, `encodedBodySize` of the PerformanceResourceTiming entries of
+ * this stream's responses (same-origin, or with `Timing-Allow-Origin`;
+ * browsers record an entry once a body has been read to its end, so a
+ * response cut off mid-stream may be missing). Node's fetch records none
+ * (and its bodies come decoded): null there, and `wireBytes` stays
+ * undefined.
+ */
+function wireTiming(url) {
+  const perf = globalThis.performance;
+  if (isServerRuntime() || typeof globalThis.PerformanceObserver !== "function" || typeof perf?.now !== "function") {
+    return null;
+  }
+  let name;
+  try {
+    name = new URL(url, globalThis.location?.href).href;
+  } catch {
+    return null;
+  }
+  const seen = [];
+  let observer = null;
+  const take = (entries) => {
+    for (const e of entries) {
+      if (e.name === name && e.initiatorType === "fetch" && !claimedTimings.has(e)) seen.push(e);
+    }
+  };
+  return {
+    /** Called before each request: the time its entry starts after. */
+    mark() {
+      if (observer === null) {
+        try {
+          observer = new PerformanceObserver((list) => take(list.getEntries()));
+          observer.observe({ type: "resource" });
+        } catch {
+          observer = null;
+        }
+      }
+      return perf.now();
+    },
+    /** After the end line: reads the body to its end, then sums the entries. */
+    async settle(reader, since) {
+      try {
+        for (let k = 0; k < 4; k++) if ((await reader.read()).done) break;
+      } catch {
+        // Nothing after the end line matters.
+      }
+      try {
+        for (let tries = 0; tries < 20; tries++) {
+          take(observer?.takeRecords() ?? []);
+          if (seen.some((e) => e.startTime >= since - 1)) break;
+          await sleep(5);
+        }
+      } finally {
+        this.close();
+      }
+      const last = seen.find((e) => e.startTime >= since - 1);
+      if (last === undefined || (last.encodedBodySize === 0 && last.decodedBodySize === 0)) return undefined;
+      let total = 0;
+      for (const e of seen) {
+        claimedTimings.add(e);
+        total += e.encodedBodySize;
+      }
+      return total;
+    },
+    close() {
+      observer?.disconnect();
+    },
+  };
+}
+
+/** Resource-timing entries some stream has already counted (one URL, several streams). */
+const claimedTimings = new WeakSet();
 
 const NO_ROWS = [];
 
@@ -713,6 +1014,7 @@ export class NdjsonDecoderStream extends TransformStream {
 
 const VERIFY_MODES = new Set(["sha256", "none"]);
 const UPLOAD_MODES = new Set(["auto", true, false]);
+const COMPRESS_MODES = new Set(["gzip", "zstd", false]);
 const I64_MIN = -(2n ** 63n);
 const I64_MAX = 2n ** 63n - 1n;
 // A batch of row lines is hashed with one `updateLines` call and becomes one
@@ -754,6 +1056,12 @@ export async function ingestRows(url, rows, options) {
   if (typeof token === "string" && token !== "") headers.authorization = `Bearer ${token}`;
   userSignal?.throwIfAborted();
 
+  const coding = options.compress === undefined || options.compress === false ? null : options.compress;
+  // Throws invalid_argument before anything is sent when the runtime
+  // cannot compress with `coding`.
+  const compressor = coding === null ? null : compressorFor(coding);
+  if (coding !== null) headers["content-encoding"] = coding;
+
   let mode = uploadMode(options.stream ?? "auto", target);
   let body = new IngestBody(rows, options);
   const ctl = new AbortController();
@@ -768,15 +1076,20 @@ export async function ingestRows(url, rows, options) {
     for (;;) {
       try {
         if (mode === "blob") {
-          const blob = await body.toBlob();
+          let blob = await body.toBlob();
           if (aborted()) throw userSignal.reason;
           if (body.error !== null) throw body.error;
+          if (compressor !== null) {
+            blob = await new Response(blob.stream().pipeThrough(compressor())).blob();
+            if (aborted()) throw userSignal.reason;
+          }
           res = await fetchFn(target, { method: "POST", headers, body: blob, signal: ctl.signal });
         } else {
+          const stream = body.toStream(ctl);
           res = await fetchFn(target, {
             method: "POST",
             headers,
-            body: body.toStream(ctl),
+            body: compressor === null ? stream : stream.pipeThrough(compressor()),
             duplex: "half",
             signal: ctl.signal,
           });
@@ -880,11 +1193,99 @@ function checkIngestOptions(options) {
   if (options.fetch !== undefined && typeof options.fetch !== "function") {
     throw new TypeError("ingestRows: options.fetch must be a function");
   }
+  if (options.compress !== undefined && !COMPRESS_MODES.has(options.compress)) {
+    throw new TypeError('ingestRows: options.compress must be "gzip", "zstd" or false');
+  }
   checkHashOption("ingestRows", options.hash);
 }
 
 function isServerRuntime() {
   return isNode() || typeof globalThis.Deno === "object" || typeof globalThis.Bun === "object";
+}
+
+/**
+ * `() => TransformStream` compressing an upload body with `coding`, or a
+ * thrown `invalid_argument` error when the runtime cannot. Node: node:zlib
+ * (gzip level 1, zstd where this Node has it: ≥ 22.15 / 23.8), flushed after
+ * every piece of the body, so a slow source's rows reach the server as they
+ * come (the server times idle uploads out). Elsewhere: `CompressionStream`
+ * (gzip; zstd only where the browser accepts it, none does as of 2025),
+ * which cannot be flushed: a slow source's rows may wait in it.
+ */
+function compressorFor(coding) {
+  const zlib = nodeZlib();
+  if (zlib !== null) {
+    if (coding === "gzip") return () => zlibTransform(zlib.createGzip({ level: 1 }), zlib.constants.Z_SYNC_FLUSH);
+    if (typeof zlib.createZstdCompress === "function") {
+      return () => zlibTransform(zlib.createZstdCompress(), zlib.constants.ZSTD_e_flush);
+    }
+  }
+  if (typeof globalThis.CompressionStream === "function") {
+    try {
+      new globalThis.CompressionStream(coding);
+      return () => new globalThis.CompressionStream(coding);
+    } catch {
+      // Not a format this runtime's CompressionStream knows.
+    }
+  }
+  const where = zlib !== null ? `this Node (${globalThis.process?.version}) has no zstd in node:zlib` : "this runtime's CompressionStream does not support it";
+  throw new RowstreamError(
+    "invalid_argument",
+    `ingestRows: compress "${coding}" is not available: ${where}` + (coding === "zstd" ? '; use compress: "gzip"' : ""),
+  );
+}
+
+/** `node:zlib` where the runtime hands it over synchronously, else null. */
+function nodeZlib() {
+  try {
+    const z = globalThis.process?.getBuiltinModule?.("node:zlib");
+    return typeof z?.createGzip === "function" ? z : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A node:zlib stream as a TransformStream, flushed (`flushKind`) after every chunk. */
+function zlibTransform(z, flushKind) {
+  let out = null;
+  let failed = null;
+  z.on("data", (d) => out?.enqueue(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)));
+  z.on("error", (e) => {
+    failed = e;
+    try {
+      out?.error(e);
+    } catch {
+      // Already errored.
+    }
+  });
+  const settle = (fn) =>
+    new Promise((resolve, reject) => {
+      if (failed !== null) {
+        reject(failed);
+        return;
+      }
+      fn(() => (failed !== null ? reject(failed) : resolve()));
+    });
+  return new TransformStream({
+    start(controller) {
+      out = controller;
+    },
+    transform(chunk) {
+      return settle((done) => {
+        z.write(chunk);
+        z.flush(flushKind, done);
+      });
+    },
+    flush() {
+      return settle((done) => {
+        z.once("end", done);
+        z.end();
+      });
+    },
+    cancel() {
+      z.destroy();
+    },
+  });
 }
 
 let streamedBodies = null;

@@ -10,6 +10,7 @@
 
 const ROW_H = 24; // px, keep in sync with --row-h in style.css
 const YIELD_EVERY_MS = 16; // give the browser a frame at least this often
+const PAINT_EVERY_MS = 100; // redraw figures and table this often while streaming
 const LOG_MAX = 400;
 const SLICE_BYTES = 64 * 1024; // largest piece of a network read handed to the decoder at once
 
@@ -18,6 +19,8 @@ const EXAMPLES = [
     label: "All events",
     hint: "1M rows · resumable",
     sql: "SELECT * FROM events",
+    // A whole table: SQLite counts it fast, so the total can be exact.
+    count: "exact",
   },
   {
     label: "Big purchases",
@@ -88,6 +91,11 @@ const el = {
   server: $("server-status"),
   rows: $("stat-rows"),
   bytes: $("stat-bytes"),
+  wire: $("stat-wire"),
+  ratio: $("stat-ratio"),
+  progress: $("progress"),
+  progressFill: $("progress-fill"),
+  progressText: $("progress-text"),
   rate: $("stat-rate"),
   chunks: $("stat-chunks"),
   elapsed: $("stat-elapsed"),
@@ -260,16 +268,20 @@ class Grid {
     this.lastFirst = 0;
     this.ring = null;
     this.dirty = true;
+    // Where render() last put the scroll position itself: the scroll event
+    // that follows is not the user's, and must not force a repaint.
+    this.autoTop = -1;
     el.grid.addEventListener("scroll", () => {
       const g = el.grid;
+      if (g.scrollTop === this.autoTop) return;
       this.follow = g.scrollTop + g.clientHeight >= g.scrollHeight - ROW_H * 1.5;
       this.dirty = true;
-      requestFrame();
+      urgentFrame();
     });
     el.follow.addEventListener("click", () => {
       this.follow = true;
       this.dirty = true;
-      requestFrame();
+      urgentFrame();
     });
   }
 
@@ -349,10 +361,14 @@ class Grid {
     if (!this.follow && first > this.lastFirst) {
       // Old rows left the ring: keep the rows in view where they are.
       g.scrollTop = Math.max(0, g.scrollTop - (first - this.lastFirst) * ROW_H);
+      this.autoTop = g.scrollTop;
     }
     this.lastFirst = first;
     el.gridSpacer.style.height = `${ring.size * ROW_H}px`;
-    if (this.follow) g.scrollTop = g.scrollHeight;
+    if (this.follow) {
+      g.scrollTop = g.scrollHeight;
+      this.autoTop = g.scrollTop;
+    }
 
     const viewH = Math.max(0, g.clientHeight - ROW_H);
     const start = Math.min(Math.floor(g.scrollTop / ROW_H), Math.max(0, ring.size - 1));
@@ -437,6 +453,9 @@ let pkg = null;
 let current = null; // the running Run, if any
 let runSeq = 0;
 let frameQueued = false;
+let paintUrgent = false;
+let lastPaint = -Infinity;
+const serverIgnores = new Set(); // options a PROTOCOL 1.0 server refused
 const grid = new Grid();
 const history = [];
 
@@ -448,14 +467,30 @@ const token = params.get("token") ?? undefined;
 el.server.textContent = `server: ${new URL(endpoint).host}`;
 el.server.title = `POST ${endpoint}`;
 
+/**
+ * The page repaints from one animation-frame loop. While rows stream in, the
+ * figures and the table are redrawn at most every PAINT_EVERY_MS: a repaint
+ * per frame (the table scrolls every frame) cost more than the stream itself
+ * in headless Chromium (software raster). Scrolling, resizing and the end
+ * of a run repaint at the next frame (`urgentFrame`).
+ */
 function requestFrame() {
   if (frameQueued) return;
   frameQueued = true;
-  requestAnimationFrame(() => {
+  requestAnimationFrame((now) => {
     frameQueued = false;
-    refresh();
+    if (current === null || paintUrgent || now - lastPaint >= PAINT_EVERY_MS) {
+      paintUrgent = false;
+      lastPaint = now;
+      refresh();
+    }
     if (current !== null) requestFrame();
   });
+}
+
+function urgentFrame() {
+  paintUrgent = true;
+  requestFrame();
 }
 
 // -------------------------------------------------------------- logging ----
@@ -524,6 +559,7 @@ function tapFetch(run) {
     }
     if (res.body === null) return res;
     run.responses += 1;
+    run.encoding = res.headers.get("content-encoding") ?? "identity";
 
     const reader = res.body.getReader();
     const utf8 = new TextDecoder();
@@ -655,6 +691,16 @@ function logOpen(run, open) {
 
 // ------------------------------------------------------------------ run ----
 
+/**
+ * `count` for a query: "exact" where the demo knows the count is cheap (a
+ * whole table: the examples say so), "estimated" otherwise (the server's
+ * planner; it may not know: then the bar has no total).
+ */
+function countFor(sql) {
+  const known = EXAMPLES.find((e) => e.sql.trim() === sql);
+  return known?.count ?? "estimated";
+}
+
 const EMPTY_SUMMARY = Object.freeze({
   rowCount: 0,
   prefixHash: null,
@@ -668,6 +714,9 @@ const EMPTY_SUMMARY = Object.freeze({
   reason: null,
   cursor: null,
   endReason: null,
+  totalRows: null,
+  totalRowsExact: false,
+  wireBytes: undefined,
 });
 
 class Run {
@@ -697,6 +746,8 @@ class Run {
     this.tap = makeTapHasher();
     this.tapHash = null; // the page's digest when the stream ended
     this.liveFromPkg = false; // the package keeps summary.prefixHash current
+    this.encoding = null; // Content-Encoding of the last response
+    this.count = countFor(sql);
   }
 
   get rows() {
@@ -751,6 +802,13 @@ async function startRun() {
       fetch: tapFetch(run),
       maxRetries: 5,
       backoffMs: 200,
+      // Not asked again once the server said it does not know them (1.0).
+      ...(serverIgnores.has("count") ? {} : { count: run.count }),
+      // Progress lines keep the bar moving when rows are slow; heartbeats
+      // (every 15 s by default) keep a 45 s idle timeout from firing on a
+      // slow but healthy query.
+      ...(serverIgnores.has("progressMs") ? {} : { progressMs: 250 }),
+      idleTimeoutMs: 45_000,
     });
     run.summary = stream.summary;
     requestFrame();
@@ -785,6 +843,10 @@ async function startRun() {
       }
     }
     if (!columnsShown && run.summary.columns.length > 0) grid.setColumns(run.summary.columns);
+    for (const o of run.summary.ignoredOptions ?? []) {
+      if (!serverIgnores.has(o)) log("warn", `the server does not know ${o} (PROTOCOL 1.0): asked again without it`);
+      serverIgnores.add(o);
+    }
     run.status = run.summary.verified ? "verified" : "failed";
     const s = run.summary;
     log(
@@ -914,6 +976,17 @@ function refresh(run = current ?? history.at(-1)?.run ?? null) {
 
   setStat(el.rows, s.rowCount, fmtInt(s.rowCount));
   setStat(el.bytes, s.bytes, fmtBytes(s.bytes));
+  const wire = s.wireBytes;
+  setStat(el.wire, wire ?? "", wire === undefined ? (run.status === "running" ? "at the end" : "–") : fmtBytes(wire));
+  const coding = run.encoding ?? "";
+  const ratio = wire !== undefined && wire > 0 ? s.bytes / wire : null;
+  el.ratio.dataset.encoding = coding;
+  setStat(
+    el.ratio,
+    ratio === null ? "" : ratio.toFixed(2),
+    ratio === null ? (coding === "" ? "–" : coding) : `${ratio.toFixed(1)}× ${coding}`,
+  );
+  refreshProgress(run, s);
   setStat(el.chunks, run.netReads, fmtInt(run.netReads));
   setStat(el.elapsed, Math.round(elapsed), fmtMs(elapsed));
   const ttfr = run.tFirst === null ? null : run.tFirst - run.t0;
@@ -1024,6 +1097,26 @@ function refresh(run = current ?? history.at(-1)?.run ?? null) {
   }
 }
 
+function refreshProgress(run, s) {
+  const total = s.totalRows;
+  const state = run.status === "running" ? (total === null ? "unknown" : "running") : run.status;
+  if (el.progress.dataset.state !== state) el.progress.dataset.state = state;
+  let text;
+  let pct;
+  if (total === null) {
+    pct = run.status === "verified" ? 100 : 0;
+    text = run.status === "running" ? `${fmtInt(s.rowCount)} · total unknown` : `${fmtInt(s.rowCount)} rows`;
+  } else {
+    pct = run.status === "verified" ? 100 : total > 0 ? Math.min(100, (s.rowCount / total) * 100) : 0;
+    text = `${fmtInt(s.rowCount)} / ${s.totalRowsExact ? "" : "≈ "}${fmtInt(total)} · ${Math.floor(pct)}%`;
+  }
+  el.progress.dataset.total = total === null ? "" : String(total);
+  el.progress.dataset.exact = String(s.totalRowsExact === true);
+  const width = `${pct.toFixed(1)}%`;
+  if (el.progressFill.style.width !== width) el.progressFill.style.width = width;
+  if (el.progressText.textContent !== text) el.progressText.textContent = text;
+}
+
 function setStat(node, raw, text) {
   const v = String(raw);
   if (node.dataset.value !== v) node.dataset.value = v;
@@ -1128,7 +1221,7 @@ document.addEventListener("keydown", (e) => {
 });
 window.addEventListener("resize", () => {
   grid.dirty = true;
-  requestFrame();
+  urgentFrame();
 });
 
 document.body.dataset.state = "loading";

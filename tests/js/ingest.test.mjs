@@ -15,7 +15,7 @@ import { BIN, TOKEN, makeDatabase, startServer, stats, waitFor } from "./server-
 
 const { ingestRows, streamQuery, RowstreamError, PrefixHasher } = rowstream;
 const COLUMNS = ["id", "name", "big", "note"];
-const TABLES = ["rt", "arr", "iter", "agen", "exact", "tamper", "unknown", "abort", "blob", "none", "bad", "thrown", "quota", "blobabort", "browser", "browser_forced", "wasmhash"];
+const TABLES = ["rt", "arr", "iter", "agen", "exact", "tamper", "unknown", "abort", "blob", "none", "bad", "thrown", "quota", "blobabort", "browser", "browser_forced", "wasmhash", "gz", "gzblob", "zst", "gzslow"];
 const CHROME = process.env.CHROME_BIN ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"].find(existsSync);
 const root = fileURLToPath(new URL("../../", import.meta.url));
 const TYPES = { ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".html": "text/html" };
@@ -342,6 +342,79 @@ if (!BIN) {
       assert.equal(await count("blobabort"), 0);
     });
 
+    test('compress: "gzip" sends a gzip body (Content-Encoding), streamed or as a Blob, and round-trips', async () => {
+      const rows = Array.from({ length: 20_000 }, (_, i) => makeRow(i));
+      const sent = [];
+      const spy = (url, init) => {
+        sent.push({ encoding: init.headers["content-encoding"], body: init.body });
+        return fetch(url, init);
+      };
+      const end = await ingest(rows, { table: "gz", compress: "gzip", fetch: spy });
+      assert.equal(end.row_count, rows.length);
+      assert.equal(end.integrity, "ok");
+      assert.equal(sent[0].encoding, "gzip");
+      assert.ok(sent[0].body instanceof ReadableStream);
+      const back = await readBack("gz");
+      assert.deepEqual(back.rows, rows);
+      assert.equal(back.hash, end.sha256);
+
+      const blobEnd = await ingest(rows, { table: "gzblob", compress: "gzip", stream: false, fetch: spy });
+      assert.equal(blobEnd.row_count, rows.length);
+      const blob = sent[1].body;
+      assert.ok(blob instanceof Blob);
+      const head = new Uint8Array(await blob.slice(0, 2).arrayBuffer());
+      assert.deepEqual([...head], [0x1f, 0x8b], "a gzip member");
+      const raw = rows.map(lineOf).join("\n").length;
+      assert.ok(blob.size < raw / 3, `${blob.size} bytes sent for ${raw} bytes of row lines`);
+      assert.equal((await readBack("gzblob")).hash, end.sha256);
+    });
+
+    test("a slow source's rows are not held back by the compressor (flushed per piece)", async () => {
+      // The server times out an upload that sends nothing; an unflushed
+      // gzip stream would sit on these few rows until the end.
+      const seen = [];
+      const spy = (url, init) => {
+        const [a, b] = init.body.tee();
+        (async () => {
+          const reader = b.getReader();
+          for (;;) {
+            const r = await reader.read();
+            if (r.done) break;
+            seen.push({ at: Date.now(), bytes: r.value.length });
+          }
+        })();
+        return fetch(url, { ...init, body: a });
+      };
+      async function* slow() {
+        for (let i = 0; i < 4; i++) {
+          yield makeRow(i);
+          await new Promise((r) => setTimeout(r, 120));
+        }
+      }
+      const t0 = Date.now();
+      const end = await ingest(slow(), { table: "gzslow", compress: "gzip", fetch: spy });
+      assert.equal(end.row_count, 4);
+      assert.ok(seen.filter((c) => c.at - t0 < 300).length >= 2, `pieces sent: ${JSON.stringify(seen.map((c) => c.at - t0))}`);
+    });
+
+    test('compress: "zstd" where the runtime has it, else invalid_argument before anything is sent', async () => {
+      const rows = Array.from({ length: 1000 }, (_, i) => makeRow(i));
+      const calls = [];
+      const has = typeof process.getBuiltinModule?.("node:zlib")?.createZstdCompress === "function";
+      if (has) {
+        const end = await ingest(rows, { table: "zst", compress: "zstd", fetch: recordingFetch(calls) });
+        assert.equal(end.row_count, rows.length);
+        assert.equal((await readBack("zst")).hash, end.sha256);
+      } else {
+        await assert.rejects(
+          ingest(rows, { table: "zst", compress: "zstd", fetch: recordingFetch(calls) }),
+          (e) => e instanceof RowstreamError && e.code === "invalid_argument" && /zstd/.test(e.message),
+        );
+        assert.equal(calls.length, 0);
+        assert.equal(await count("zst"), 0);
+      }
+    });
+
     test('verify: "none" sends no digest and reports integrity "unchecked"', async () => {
       let bodyText = "";
       const capture = async (url, init) => {
@@ -484,6 +557,7 @@ try {
       await assert.rejects(ingestRows(ingestUrl, [], { table: "rt", columns: ["id", "id"] }), TypeError);
       await assert.rejects(ingestRows(ingestUrl, [], { table: "rt", columns: COLUMNS, verify: "md5" }), TypeError);
       await assert.rejects(ingestRows(ingestUrl, [], { table: "rt", columns: COLUMNS, stream: "yes" }), TypeError);
+      await assert.rejects(ingestRows(ingestUrl, [], { table: "rt", columns: COLUMNS, compress: "br" }), TypeError);
       await assert.rejects(ingestRows(ingestUrl, 42, { table: "rt", columns: COLUMNS }), TypeError);
       await assert.rejects(ingestRows(ingestUrl, "rows", { table: "rt", columns: COLUMNS }), TypeError);
     });

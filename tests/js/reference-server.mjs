@@ -29,6 +29,13 @@ function refusal(status, code, message, extra = {}, headers = {}) {
  *   { refuse: [status, code, extra] }  the request is refused
  *   { inBandError: [code, message] }   rows, then an error line and end(error)
  *   { endReason: R }  the stream ends with reason R
+ * PROTOCOL 1.1: a fresh request's `count` puts `total_rows` (options.total,
+ * default the row count) and `total_rows_exact` (count "exact") in every
+ * open line; `progress_ms` adds a progress line after every
+ * options.progressEvery rows (default 10; time plays no part here);
+ * options.heartbeatEvery adds a heartbeat line after every that many rows.
+ * options.protocol "1.0": `count` / `progress_ms` are refused as unknown
+ * fields (400 bad_request naming the first), as a 1.0 server does.
  */
 export function referenceServer(options) {
   const rows = options.rows;
@@ -38,11 +45,21 @@ export function referenceServer(options) {
   const log = [];
   let streamed = 0;
   let cancelled = false;
+  // The fresh request's 1.1 fields, repeated on resumes (the cursor's).
+  let asked = {};
 
   const lineOf = (i, shape) =>
     JSON.stringify({ row: shape === "array" ? Object.values(rows[i]) : rows[i] });
 
   function body(from, shape, fault) {
+    const count = asked.count;
+    const progressEvery = asked.progress_ms === undefined ? 0 : (options.progressEvery ?? 10);
+    const heartbeatEvery = options.heartbeatEvery ?? 0;
+    let bytes = 0;
+    const add = (produced) => {
+      for (const c of produced) bytes += c.length;
+      chunks.push(...produced);
+    };
     const producer = new ChunkProducer({ bufferBytes: 256, maxRows: 4 });
     const hasher = new PrefixHasher();
     for (let i = 0; i < from; i++) hasher.updateLine(lineOf(i, shape));
@@ -57,11 +74,20 @@ export function referenceServer(options) {
       columns: Object.keys(rows[0] ?? {}).map((name) => ({ name, type: "" })),
       after_rows: from,
     };
-    chunks.push(...producer.pushControl(JSON.stringify({ open })));
+    if (count !== undefined && count !== "none") {
+      open.total_rows = options.total === undefined ? rows.length : options.total;
+      open.total_rows_exact = count === "exact" && open.total_rows !== null;
+    }
+    add(producer.pushControl(JSON.stringify({ open })));
     for (let i = from; i < rows.length; i++) {
       const line = lineOf(i, shape);
       hasher.updateLine(line);
-      chunks.push(...producer.pushRow(line));
+      add(producer.pushRow(line));
+      const n = i + 1 - from;
+      if (heartbeatEvery > 0 && n % heartbeatEvery === 0) add(producer.pushControl('{"heartbeat":{}}'));
+      if (progressEvery > 0 && n % progressEvery === 0 && i + 1 < rows.length) {
+        add(producer.pushControl(JSON.stringify({ progress: { rows: i + 1, bytes, elapsed_ms: n } })));
+      }
     }
     let reason = fault?.endReason ?? "ok";
     if (fault?.inBandError) {
@@ -139,7 +165,14 @@ export function referenceServer(options) {
       if (!ok) return refusal(409, "prefix_hash_mismatch", "prefix hash mismatch");
       return respond(req.after_rows, options.shape, fault, init.signal);
     }
+    if (options.protocol === "1.0") {
+      const unknown = Object.keys(req).find((k) => !["query", "params", "shape"].includes(k));
+      if (unknown !== undefined) {
+        return refusal(400, "bad_request", `invalid request body: unknown field \`${unknown}\`, expected one of \`query\`, \`params\`, \`shape\``);
+      }
+    }
     options.shape = req.shape;
+    asked = { count: req.count, progress_ms: req.progress_ms };
     return respond(0, req.shape, fault, init.signal);
   }
 
@@ -151,6 +184,8 @@ export function referenceServer(options) {
     },
     cursor,
     bodyLength: (from = 0, shape) => body(from, shape).all.length,
+    /** The whole body of a fresh stream, as the client would receive it. */
+    bodyBytes: (shape) => body(0, shape).all,
     expectedHash(shape) {
       const h = new PrefixHasher();
       for (let i = 0; i < rows.length; i++) h.updateLine(lineOf(i, shape));

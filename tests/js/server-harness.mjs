@@ -71,7 +71,9 @@ export function startServer(db, extraArgs = []) {
  * that many response bytes. plan.flip: on the first connection, the first
  * occurrence of plan.flip.find (a Buffer) in the response is replaced by
  * plan.flip.replace (same length). plan.acceptEncoding: replaces the
- * requests' Accept-Encoding. plan.flipAt: see below.
+ * requests' Accept-Encoding. plan.flipAt: see below. plan.stalls[i]:
+ * connection i forwards nothing after that many response bytes and stays
+ * open (a stuck path: only a client-side idle timeout gets out of it).
  */
 export async function startProxy(base, plan = {}) {
   const target = new URL(base);
@@ -104,7 +106,8 @@ export async function startProxy(base, plan = {}) {
       });
       client.on("end", () => upstream.end());
     }
-    const cut = plan.cuts?.[index];
+    const cut = plan.cuts?.[index] ?? plan.stalls?.[index];
+    const stall = plan.stalls?.[index] !== undefined;
     let sent = 0;
     wire[index] = 0;
     let pending = plan.flip && index === 0 ? Buffer.alloc(0) : null;
@@ -117,7 +120,9 @@ export async function startProxy(base, plan = {}) {
         buf[flipAt - sent] ^= 0x5a;
       }
       if (cut !== undefined && sent + buf.length >= cut) {
-        client.write(buf.subarray(0, cut - sent), () => kill());
+        client.write(buf.subarray(0, cut - sent), () => {
+          if (!stall) kill();
+        });
         sent = cut;
         upstream.pause();
         return;

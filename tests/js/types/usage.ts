@@ -11,6 +11,7 @@ import init, {
   type DecodedBatch,
   type ExactJsonValue,
   type IngestResult,
+  type StreamProgress,
   type StreamSummary,
   type Uint64,
 } from "rowstream";
@@ -91,4 +92,44 @@ export function lowLevel(chunk: Uint8Array): void {
   const verdict = assessResumability("SELECT * FROM t", { integerPrimaryKey: () => "id" });
   const resumable: boolean = verdict.resumable;
   void resumable;
+}
+
+export async function progressAndTotals(url: string): Promise<string> {
+  const seen: StreamProgress[] = [];
+  const stream = streamQuery(url, {
+    query: "SELECT * FROM events",
+    count: "exact",
+    progressMs: 250,
+    idleTimeoutMs: 45_000,
+    onProgress: (p) => {
+      const rows: number = p.rows;
+      const total: number | null = p.totalRows;
+      const exact: boolean = p.totalRowsExact;
+      const from: "server" | "client" = p.source;
+      void rows, total, exact, from;
+      seen.push(p);
+    },
+  });
+  for await (const _ of stream) void _;
+  const s = stream.summary;
+  const total: number | null = s.totalRows;
+  const wire: number | undefined = s.wireBytes;
+  const ignored: ("count" | "progressMs")[] = s.ignoredOptions;
+  // @ts-expect-error wireBytes may be undefined
+  const sure: number = s.wireBytes;
+  void sure;
+  // @ts-expect-error count is "none", "estimated" or "exact"
+  streamQuery(url, { query: "SELECT 1", count: "approximate" });
+  // @ts-expect-error onProgress takes a StreamProgress, not a number
+  streamQuery(url, { query: "SELECT 1", onProgress: (p: number) => void p });
+  return `${total} ${wire ?? "?"} ${ignored.join()} ${seen.length}`;
+}
+
+export async function compressedUpload(url: string): Promise<number> {
+  const rows = [{ id: 1, name: "a" }];
+  const gz = await ingestRows(url, rows, { table: "users", columns: ["id", "name"], compress: "gzip" });
+  await ingestRows(url, rows, { table: "users", columns: ["id"], compress: false });
+  // @ts-expect-error brotli uploads are not accepted by the server
+  await ingestRows(url, rows, { table: "users", columns: ["id"], compress: "br" });
+  return gz.row_count;
 }
