@@ -16,6 +16,7 @@ use server_common::{make_db, query, row_lines, seed, Rng, ServerProcess, TempDir
 const CODE_REFUSED: i32 = 3;
 const CODE_DIGEST_MISMATCH: i32 = 4;
 const CODE_NOT_RESUMABLE: i32 = 6;
+const CODE_INTERRUPTED: i32 = 5;
 
 struct Fixture {
     dir: TempDir,
@@ -544,4 +545,70 @@ fn refusals_existing_files_and_help() {
     ] {
         assert!(text.contains(needle), "export --help lacks {needle}");
     }
+}
+
+#[test]
+fn ctrl_c_saves_the_state_exits_interrupted_and_a_rerun_finishes_the_same_file() {
+    const ROWS: i64 = 40_000;
+    let f = fixture(ROWS);
+    let url = f.url();
+    let reference = f.dir.path("ref.ndjson");
+    ok(&export(&[
+        "--server",
+        &url,
+        "--query",
+        Q,
+        "--quiet",
+        "-o",
+        reference.to_str().unwrap(),
+    ]));
+    let out = f.dir.path("int.ndjson");
+    let o = out.to_str().unwrap();
+    let args = ["--server", &url, "--query", Q, "-o", o];
+    let mut child = Command::new(BIN)
+        .arg("export")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = files::state(&out);
+    let t = Instant::now();
+    loop {
+        if let Ok(Some((_, rows, _))) = rowstream::client::export::read_state(&state) {
+            if rows >= 1000 {
+                break;
+            }
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the interrupt"
+        );
+        assert!(t.elapsed() < Duration::from_secs(60), "exporter stuck");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // What a terminal's Ctrl+C sends.
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(CODE_INTERRUPTED), "{err}");
+    assert!(!out.exists(), "an interrupted export must not leave FILE");
+    let (_, rows, bytes) = rowstream::client::export::read_state(&state)
+        .unwrap()
+        .expect("the state was saved");
+    assert!(rows >= 1000 && rows < ROWS as u64, "{rows}");
+    assert!(std::fs::metadata(files::partial(&out)).unwrap().len() >= bytes);
+    let rerun = export(&args);
+    ok(&rerun);
+    assert!(
+        stderr(&rerun).contains("continued from row"),
+        "{}",
+        stderr(&rerun)
+    );
+    assert!(read(&out) == read(&reference), "the resumed file differs");
+    assert!(!files::partial(&out).exists() && !state.exists());
 }
