@@ -82,7 +82,11 @@ if (!BIN) {
             try {
               const stream = q(proxy.url, { hash });
               const rows = await collect(stream);
-              assert.equal(stream.summary.resumes, 1, `cut at ${cut} of ${total}`);
+              assert.equal(proxy.connections, 2, `cut at ${cut} of ${total}`);
+              // Compressed, a cut this early can come before the open line
+              // left the decoder: the client then starts again (no resume).
+              const early = coding !== "identity" && cut < 8000;
+              if (!early) assert.equal(stream.summary.resumes, 1, `cut at ${cut} of ${total}`);
               assert.equal(stream.summary.verified, true);
               assert.equal(stream.summary.hash, hash);
               assert.deepEqual(rows, baseline, `cut at ${cut} (seed ${SEED})`);
@@ -101,16 +105,23 @@ if (!BIN) {
             const stream = q(proxy.url, { hash });
             const rows = await collect(stream);
             const s = stream.summary;
-            assert.equal(s.resumes, cuts.length, `cuts ${cuts} of ${total}`);
             assert.equal(s.verified, true);
-            assert.equal(s.resumedFrom.length, cuts.length);
-            // Identity: every cut leaves new rows behind. Compressed: what
-            // the runtime's decoder held when the socket closed is lost with
-            // it (undici), so a cut soon after a resume may add none — the
-            // client then resumes from the same row.
-            const grows = (n, i) => i === 0 || (coding === "identity" ? n > s.resumedFrom[i - 1] : n >= s.resumedFrom[i - 1]);
-            assert.ok(s.resumedFrom.every((n, i) => n > 0 && grows(n, i)), `${s.resumedFrom}`);
             assert.deepEqual(rows, baseline, `cuts ${cuts} (seed ${SEED})`);
+            // Every cut made the client ask again.
+            assert.equal(proxy.connections, cuts.length + 1, `cuts ${cuts} of ${total}`);
+            if (coding === "identity") {
+              // Every cut leaves new rows behind: each is a resume from
+              // further on.
+              assert.equal(s.resumes, cuts.length, `cuts ${cuts} of ${total}`);
+              assert.ok(s.resumedFrom.every((n, i) => n > 0 && (i === 0 || n > s.resumedFrom[i - 1])), `${s.resumedFrom}`);
+            } else {
+              // Compressed: what the runtime's decoder held when the socket
+              // closed is lost with it (undici), so a cut may add no row (the
+              // client resumes from the same one) or come before the open
+              // line decoded (the client starts again: not a resume).
+              assert.ok(s.resumes >= 1 && s.resumes <= cuts.length, `${s.resumes} resumes for cuts ${cuts}`);
+              assert.ok(s.resumedFrom.every((n, i) => i === 0 || n >= s.resumedFrom[i - 1]), `${s.resumedFrom}`);
+            }
           } finally {
             await proxy.close();
           }
