@@ -385,13 +385,12 @@ impl<C: Clock> StreamEncoder<C> {
         reason: CloseReason,
         sink: &mut S,
     ) -> Result<EndFrame, S::Error> {
-        let t = self.producer.totals();
         let end = EndFrame {
             reason,
             row_count: self.row_count,
             prefix_hash: self.hasher.hex_digest(),
             lease: self.lease.clone(),
-            bytes: t.bytes + self.producer.buffered_bytes() as u64,
+            bytes: self.body_bytes(),
         };
         let line = ControlLine::End(end.clone()).to_json();
         self.producer.push_control(line.as_bytes(), sink)?;

@@ -161,8 +161,6 @@ struct PipeState<C: Clock> {
     queue: VecDeque<Bytes>,
     /// The response's `Content-Encoding` (`None`: identity).
     compressor: Option<Compressor>,
-    /// Compressed bytes queued so far (the wire body).
-    wire_bytes: u64,
     /// A due latency-cap flush of a compressed stream was handed to the
     /// blocking pool (compression never runs on a tokio worker).
     flush_scheduled: bool,
@@ -178,7 +176,6 @@ struct PipeState<C: Clock> {
 struct QueueSink<'a> {
     queue: &'a mut VecDeque<Bytes>,
     compressor: Option<&'a mut Compressor>,
-    wire_bytes: &'a mut u64,
     /// When the body last got bytes (heartbeats count silence from there).
     last_write_ms: &'a mut u64,
     clock: &'a SharedClock,
@@ -234,7 +231,6 @@ impl ChunkSink for QueueSink<'_> {
 impl QueueSink<'_> {
     fn push(&mut self, b: Bytes) {
         if !b.is_empty() {
-            *self.wire_bytes += b.len() as u64;
             *self.last_write_ms = self.clock.now_ms();
             self.queue.push_back(b);
         }
@@ -251,7 +247,6 @@ impl<C: Clock> PipeState<C> {
             enc,
             queue,
             compressor,
-            wire_bytes,
             ticks,
             ..
         } = self;
@@ -260,7 +255,6 @@ impl<C: Clock> PipeState<C> {
             QueueSink {
                 queue,
                 compressor: compressor.as_mut(),
-                wire_bytes,
                 last_write_ms: &mut ticks.last_write_ms,
                 clock,
             },
@@ -298,7 +292,6 @@ impl Pipe {
                 enc: None,
                 queue: VecDeque::new(),
                 compressor: None,
-                wire_bytes: 0,
                 flush_scheduled: false,
                 ticks: Ticks {
                     started_ms: clock.now_ms(),
@@ -336,11 +329,6 @@ impl Pipe {
     /// The body's `Content-Encoding`, `None` for identity.
     pub fn coding(&self) -> Option<Coding> {
         lock(&self.st).compressor.as_ref().map(|c| c.coding())
-    }
-
-    /// Bytes of the body as sent (after compression) so far.
-    pub fn wire_bytes(&self) -> u64 {
-        lock(&self.st).wire_bytes
     }
 
     /// Installs the encoder and writes the `open` line.
@@ -548,10 +536,8 @@ impl Pipe {
             .unwrap_or_default();
         // The compressed stream's last block follows the end line.
         if let Some(tail) = st.compressor.as_mut().map(Compressor::finish) {
-            let tail = Bytes::from(tail);
-            st.wire_bytes += tail.len() as u64;
             if !tail.is_empty() {
-                st.queue.push_back(tail);
+                st.queue.push_back(Bytes::from(tail));
             }
         }
         before_visible(out);
