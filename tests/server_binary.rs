@@ -16,6 +16,27 @@ fn spawn(args: &[&str]) -> ServerProcess {
     ServerProcess::start(args, true)
 }
 
+/// Sends the server SIGTERM (graceful shutdown).
+fn sigterm(p: &ServerProcess) {
+    let kill = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
+/// Everything the server wrote on stderr (read to its end: call after it exited).
+fn stderr_text(p: &mut ServerProcess) -> String {
+    let mut stderr = String::new();
+    p.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    stderr
+}
+
 #[test]
 fn help_explains_the_command_line() {
     let out = Command::new(BIN)
@@ -67,20 +88,9 @@ fn rust_log_chooses_what_is_logged() {
         let r = query(p.addr, "SELECT id FROM t");
         assert_eq!(row_lines(&r.lines()).len(), 10);
         assert_eq!(send(p.addr, "GET", "/nope", b"", &[]).status, 404);
-        let kill = Command::new("kill")
-            .args(["-TERM", &p.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
+        sigterm(&p);
         p.child.wait().unwrap();
-        let mut stderr = String::new();
-        p.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        stderr
+        stderr_text(&mut p)
     };
     let quiet = stderr_of(&[("RUST_LOG", "warn")]);
     assert!(!quiet.contains("rowstream::http"), "{quiet}");
@@ -149,11 +159,7 @@ fn serves_warns_when_open_and_shuts_down_gracefully_on_sigterm() {
     let lease = open["open"]["lease"].as_str().unwrap().to_owned();
     std::thread::sleep(Duration::from_millis(100));
     let t = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(&p);
     let rest = s.rest();
     let end = j(rest.last().expect("an end line"));
     assert_eq!(end["end"]["reason"], "cancelled");
@@ -165,13 +171,7 @@ fn serves_warns_when_open_and_shuts_down_gracefully_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
-    let mut stderr = String::new();
-    p.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = stderr_text(&mut p);
     assert!(stderr.contains("OPEN"), "no open-server warning: {stderr}");
     // Request and lifecycle logs (`tracing`, default level info).
     assert!(

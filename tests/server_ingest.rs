@@ -54,11 +54,17 @@ fn open_line(table: &str, columns: &[&str]) -> String {
 }
 
 fn ingest(addr: SocketAddr, body: &[u8], token: Option<&str>) -> Resp {
+    ingest_with(addr, body, token, &[])
+}
+
+/// An upload with `extra` headers besides the content type and the token.
+fn ingest_with(addr: SocketAddr, body: &[u8], token: Option<&str>, extra: &[(&str, &str)]) -> Resp {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut h: Vec<(&str, &str)> = vec![("Content-Type", "application/x-ndjson")];
     if let Some(a) = &auth {
         h.push(("Authorization", a));
     }
+    h.extend_from_slice(extra);
     send(addr, "POST", PATH, body, &h)
 }
 
@@ -891,16 +897,7 @@ fn help_lists_the_ingest_options() {
 }
 
 fn ingest_encoded(addr: SocketAddr, body: &[u8], coding: &str) -> Resp {
-    send(
-        addr,
-        "POST",
-        PATH,
-        body,
-        &[
-            ("Content-Type", "application/x-ndjson"),
-            ("Content-Encoding", coding),
-        ],
-    )
+    ingest_with(addr, body, None, &[("Content-Encoding", coding)])
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
