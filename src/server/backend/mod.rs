@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use super::pipe::{StopCause, StreamCtl};
 use crate::core::protocol::{Column, CountMode, ErrorBody, RowTotal};
-use crate::core::resumable::Resumability;
+use crate::core::resumable::{tokenize_in, Dialect, Resumability, TokenKind};
 
 /// Query parameters as sent: positional or named.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -191,12 +191,41 @@ pub(crate) const UNKNOWN_TOTAL: RowTotal = RowTotal {
     total_rows_exact: false,
 };
 
-/// `query` as the body of a subquery: trailing `;`s dropped, and the closing
-/// parenthesis on a line of its own (a trailing `--` comment stays a comment).
-pub(crate) fn as_subquery(query: &str) -> String {
-    let mut q = query.trim_end();
+/// `query` (one statement, as the database already accepted it) as the body
+/// of a subquery: cut at its first `;` (what follows can only be comments or
+/// empty statements), the closing parenthesis on a line of its own (a
+/// trailing `--` comment stays a comment).
+pub(crate) fn as_subquery(query: &str, dialect: Dialect) -> String {
+    let end = tokenize_in(query, dialect)
+        .ok()
+        .and_then(|tokens| {
+            tokens
+                .iter()
+                .find(|t| t.kind == TokenKind::Semicolon)
+                .map(|t| t.offset)
+        })
+        .unwrap_or(query.len());
+    let mut q = query[..end].trim_end();
     while let Some(rest) = q.strip_suffix(';') {
         q = rest.trim_end();
     }
     format!("(\n{q}\n)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subquery_ends_at_the_statement_and_keeps_trailing_comments_commented() {
+        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+            assert_eq!(as_subquery("SELECT 1; -- done", dialect), "(\nSELECT 1\n)");
+            assert_eq!(as_subquery("SELECT ';' AS x ;;", dialect), "(\nSELECT ';' AS x\n)");
+            assert_eq!(as_subquery("SELECT 1 -- done", dialect), "(\nSELECT 1 -- done\n)");
+        }
+        assert_eq!(
+            as_subquery("SELECT $$;$$ AS x; /* c */", Dialect::Postgres),
+            "(\nSELECT $$;$$ AS x\n)"
+        );
+    }
 }

@@ -27,7 +27,7 @@ use super::{
     RowsBody, Run, Session, Snapshot, UNKNOWN_TOTAL,
 };
 use crate::core::protocol::{CountMode, ErrorBody, ErrorCode, RowTotal};
-use crate::core::resumable::assess_resumability_with;
+use crate::core::resumable::{assess_resumability_with, Dialect};
 use crate::server::limits::{self, QueryLimits, StepDeadline};
 use crate::server::pipe::StreamCtl;
 use crate::server::rewrite::RowidPlan;
@@ -354,7 +354,10 @@ impl Session for SqliteSession {
         if mode != CountMode::Exact {
             return Ok(UNKNOWN_TOTAL);
         }
-        let sql = format!("SELECT count(*) FROM {}", as_subquery(run.query));
+        let sql = format!(
+            "SELECT count(*) FROM {}",
+            as_subquery(run.query, Dialect::Sqlite)
+        );
         let Ok(mut stmt) = self.rc.prepare_checked(&sql) else {
             return Ok(UNKNOWN_TOTAL);
         };
