@@ -653,6 +653,7 @@ pub(crate) fn run_fresh(
             shape: req.shape,
             plan: None,
             after: None,
+            replay: 0,
         };
         match session.total(&run, req.count, &ctl) {
             Ok(t) => Some(t),
@@ -740,6 +741,7 @@ pub(crate) fn run_fresh(
         shape: req.shape,
         plan: plan.as_ref(),
         after: None,
+        replay: 0,
     };
     let mut started = false;
     let mut lease = Some(lease);
@@ -972,6 +974,8 @@ pub(crate) fn run_resume(
         Some(cp) => (None, cp.rows, cp.hasher),
         None => (None, 0, PrefixHasher::new()),
     };
+    // The statement starts after the checkpoint's row when it seeks.
+    let from = if after.is_some() { start.rows() } else { 0 };
     let run = Run {
         query: &p.query,
         params: p.params.as_ref(),
@@ -979,6 +983,7 @@ pub(crate) fn run_resume(
         shape: p.shape,
         plan: p.plan.as_ref(),
         after: after.as_ref(),
+        replay: req.after_rows.saturating_sub(from),
     };
     let mut started = false;
     let mut watchdog = None;

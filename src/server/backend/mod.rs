@@ -124,6 +124,9 @@ pub(crate) struct Run<'a> {
     pub(crate) plan: Option<&'a Arc<dyn ResumePlan>>,
     /// With a seeking plan: restart after this key.
     pub(crate) after: Option<&'a ResumeKey>,
+    /// Rows the caller reads (to verify a resume's prefix) before the first
+    /// one it sends: no client waits for them, so they may come in one batch.
+    pub(crate) replay: u64,
 }
 
 /// Runs `body` over the rows of a statement.
@@ -220,8 +223,14 @@ mod tests {
     fn a_subquery_ends_at_the_statement_and_keeps_trailing_comments_commented() {
         for dialect in [Dialect::Sqlite, Dialect::Postgres] {
             assert_eq!(as_subquery("SELECT 1; -- done", dialect), "(\nSELECT 1\n)");
-            assert_eq!(as_subquery("SELECT ';' AS x ;;", dialect), "(\nSELECT ';' AS x\n)");
-            assert_eq!(as_subquery("SELECT 1 -- done", dialect), "(\nSELECT 1 -- done\n)");
+            assert_eq!(
+                as_subquery("SELECT ';' AS x ;;", dialect),
+                "(\nSELECT ';' AS x\n)"
+            );
+            assert_eq!(
+                as_subquery("SELECT 1 -- done", dialect),
+                "(\nSELECT 1 -- done\n)"
+            );
         }
         assert_eq!(
             as_subquery("SELECT $$;$$ AS x; /* c */", Dialect::Postgres),

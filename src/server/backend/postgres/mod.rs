@@ -1039,14 +1039,20 @@ impl PgSession {
                 Source::Cursor(HashMap::new())
             }
         };
-        let fetcher = Fetcher::new(self.conn.client.clone(), self.rt.clone(), ctl, source);
+        let mut fetcher = Fetcher::new(self.conn.client.clone(), self.rt.clone(), ctl, source);
+        // A resume's replayed rows and its first row come in one batch.
+        fetcher.next = usize::try_from(run.replay.saturating_add(1))
+            .unwrap_or(MAX_BATCH)
+            .min(MAX_BATCH);
         let mut rows = PgRows::new(fetcher, run.columns, run.shape, self, ctl)?;
         Ok(body(&mut rows))
     }
 }
 
 /// A batch on its way.
-type FetchTask = tokio::task::JoinHandle<Result<Vec<Row>, tokio_postgres::Error>>;
+/// (It reports when its rows had all arrived: a batch fetched ahead may wait
+/// a while before it is taken.)
+type FetchTask = tokio::task::JoinHandle<(Result<Vec<Row>, tokio_postgres::Error>, Instant)>;
 
 /// Where the batches come from.
 enum Source {
@@ -1133,7 +1139,7 @@ impl Fetcher {
                 self.rt.spawn(async move {
                     let r = client.query(&stmt, &[]).await;
                     flag.store(false, Ordering::SeqCst);
-                    r
+                    (r, Instant::now())
                 })
             }
             Source::Keyset(k) => {
@@ -1156,7 +1162,7 @@ impl Fetcher {
                         .collect();
                     let r = client.query(&stmt, &refs).await;
                     flag.store(false, Ordering::SeqCst);
-                    r
+                    (r, Instant::now())
                 })
             }
         };
@@ -1170,12 +1176,10 @@ impl Fetcher {
         let Some((n, sent, task)) = self.pending.take() else {
             return Ok(Vec::new());
         };
-        let rows = self
-            .rt
-            .block_on(task)
-            .map_err(internal)?
-            .map_err(|e| db_error(&e))?;
-        let took = sent.elapsed();
+        let (rows, arrived) = self.rt.block_on(task).map_err(internal)?;
+        let rows = rows.map_err(|e| db_error(&e))?;
+        // How long PostgreSQL took to deliver the batch.
+        let took = arrived.saturating_duration_since(sent);
         if rows.len() < n {
             self.done = true;
         }
@@ -1187,9 +1191,10 @@ impl Fetcher {
                 .ok_or_else(|| internal("a key column of the last row is NULL"))?;
             k.key = Some(key);
         }
-        // Grow while batches come back within a few milliseconds; shrink
-        // when the query is slow, so rows wait less in PostgreSQL's buffer.
-        self.next = if took < Duration::from_millis(4) {
+        // Grow while batches arrive within a few milliseconds (a fast query's
+        // largest batch takes about 8 ms); shrink when the query is slow, so
+        // rows wait less in PostgreSQL's buffer.
+        self.next = if took < Duration::from_millis(8) {
             (n * 4).min(MAX_BATCH)
         } else if took > Duration::from_millis(40) {
             (n / 4).max(1)
