@@ -9,8 +9,8 @@
 //! `ROWSTREAM_BENCH_QUICK=1`: one repetition, BENCHMARKS.md left alone.
 //!
 //! - The server is the release `rowstream serve` as a child process (open
-//!   auth, audit log to /dev/null, default compression levels: zstd 1,
-//!   brotli 4, gzip 1), `SELECT * FROM t`, shape `object`.
+//!   auth, audit log to /dev/null, the default compression levels),
+//!   `SELECT * FROM t`, shape `object`.
 //! - The client (this process's main thread) sends `Accept-Encoding: <one
 //!   coding>`, checks the response's `Content-Encoding`, undoes the chunked
 //!   framing, decodes the body with the zstd / brotli / flate2 crates (a
@@ -917,7 +917,7 @@ fn report(r: &Report) -> String {
          - Machine: {} ({} vCPU); load average {} at start, {} at end; {:.0} s\n\n\
          | # | target | measured | verdict |\n|---|---|---|---|\n{}\n\n\
          {}\n\
-         - **How measured.** The release `rowstream serve` (child process; open auth, audit log to /dev/null, default levels: zstd 1, brotli 4, gzip 1) streams `SELECT * FROM t` of the 1,000,000-row issue 7 table (shape `object`). The client, a raw HTTP/1.1 client in the bench process, sends `Accept-Encoding: <one coding>`, checks `Content-Encoding`, undoes the chunked framing and decodes the body with the zstd / brotli / flate2 crates (a flush after every piece read, as a streaming client does), counts the decoded lines and checks the `end` line (`reason: ok`, `row_count`, `bytes` = decoded bytes before it, rows read = 1,000,000). *Body on the wire*: the content-coded body bytes (without chunk framing); *ratio*: decoded ÷ wire. *Rows/s*: 1,000,000 ÷ (request sent → end line decoded), best of {} runs ({} at 100 Mbit/s), the four encodings alternating within each repetition (rotating order). *CPU/row*: user + system from `/proc/PID/stat` of the server process and `/proc/thread-self/stat` of the client thread over all loopback runs. *Relay*: a TCP proxy on 127.0.0.1 written in the bench (two threads per connection); the request passes unpaced, the response is read from the server in pieces of at most {} KiB and each piece waits for a token bucket (rate = the link, depth {} KiB) before it is written to the client; both relay sockets ask for {} KiB SO_RCVBUF/SO_SNDBUF before listen/connect (granted: {} / {} B), so the relay itself holds little; the server's own send buffer (kernel autotuning, not ours to set) still queues ahead of it, which delays nothing at a steady rate. *First row*: request sent → first row line decoded, loopback, the connection then dropped; median of {}, alternating. *Floors*: each codec in-process on this run's identity body, fed the server's own chunks through the server's `Compressor` (one flush per chunk), and the client's decoder, thread CPU time, best of N.\n\n\
+         - **How measured.** The release `rowstream serve` (child process; open auth, audit log to /dev/null, default levels: zstd {}, brotli {}, gzip {}) streams `SELECT * FROM t` of the 1,000,000-row issue 7 table (shape `object`). The client, a raw HTTP/1.1 client in the bench process, sends `Accept-Encoding: <one coding>`, checks `Content-Encoding`, undoes the chunked framing and decodes the body with the zstd / brotli / flate2 crates (a flush after every piece read, as a streaming client does), counts the decoded lines and checks the `end` line (`reason: ok`, `row_count`, `bytes` = decoded bytes before it, rows read = 1,000,000). *Body on the wire*: the content-coded body bytes (without chunk framing); *ratio*: decoded ÷ wire. *Rows/s*: 1,000,000 ÷ (request sent → end line decoded), best of {} runs ({} at 100 Mbit/s), the four encodings alternating within each repetition (rotating order). *CPU/row*: user + system from `/proc/PID/stat` of the server process and `/proc/thread-self/stat` of the client thread over all loopback runs. *Relay*: a TCP proxy on 127.0.0.1 written in the bench (two threads per connection); the request passes unpaced, the response is read from the server in pieces of at most {} KiB and each piece waits for a token bucket (rate = the link, depth {} KiB) before it is written to the client; both relay sockets ask for {} KiB SO_RCVBUF/SO_SNDBUF before listen/connect (granted: {} / {} B), so the relay itself holds little; the server's own send buffer (kernel autotuning, not ours to set) still queues ahead of it, which delays nothing at a steady rate. *First row*: request sent → first row line decoded, loopback, the connection then dropped; median of {}, alternating. *Floors*: each codec in-process on this run's identity body, fed the server's own chunks through the server's `Compressor` (one flush per chunk), and the client's decoder, thread CPU time, best of N.\n\n\
          Details:\n\n{}\n\
          <!-- /compression -->\n",
         if r.quick { " (QUICK: smoke run)" } else { "" },
@@ -929,6 +929,9 @@ fn report(r: &Report) -> String {
         r.total_s,
         targets.join("\n"),
         table,
+        Compression::default().zstd_level,
+        Compression::default().brotli_quality,
+        Compression::default().gzip_level,
         r.reps,
         r.slow_reps,
         RELAY_QUANTUM / 1024,
