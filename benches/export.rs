@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/table.rs"]
+mod table;
+
 const ROWS: u64 = 1_000_000;
 const RESUME_AT: u64 = 900_000;
 const BIN: &str = env!("CARGO_BIN_EXE_rowstream");
@@ -23,7 +26,7 @@ fn main() {
     let load_start = sh("cut -d' ' -f1-3 /proc/loadavg");
     let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rowstream-bench");
     std::fs::create_dir_all(&cache).expect("cache dir");
-    let db = ensure_db(&cache);
+    let db = table::ensure_db(&cache, ROWS);
     let work = cache.join("export");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).expect("work dir");
@@ -249,39 +252,6 @@ fn sh(cmd: &str) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default()
-}
-
-/// The issue 7 table (`benches/stream.rs` generates the same file; whichever
-/// runs first caches it).
-fn ensure_db(cache: &Path) -> PathBuf {
-    let path = cache.join(format!("t{ROWS}.sqlite"));
-    if path.exists() {
-        return path;
-    }
-    let tmp = cache.join(format!("t{ROWS}.sqlite.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let c = rusqlite::Connection::open(&tmp).expect("open tmp db");
-    c.execute_batch(
-        "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;
-         CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT, score REAL,
-                        created_at TEXT, note TEXT);",
-    )
-    .expect("schema");
-    c.execute(
-        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?1)
-         INSERT INTO t
-         SELECT i, 'Customer ' || i, 'customer.' || i || '@mail.example.com',
-                (i * 7919 % 1000003) / 100.0,
-                strftime('%Y-%m-%dT%H:%M:%SZ', 1700000000 + i * 37, 'unixepoch'),
-                CASE WHEN i % 10 = 0 THEN NULL ELSE 'priority ' || (i % 5) || ', region ' || (i % 13) END
-         FROM c",
-        [ROWS as i64],
-    )
-    .expect("generate rows");
-    c.execute_batch("PRAGMA journal_mode=WAL;").expect("wal");
-    drop(c);
-    std::fs::rename(&tmp, &path).expect("rename db");
-    path
 }
 
 /// `rowstream serve` (release) as a child process.

@@ -30,6 +30,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+#[path = "common/table.rs"]
+mod table;
+
 const ROWS: u64 = 1_000_000;
 const BIG_ROWS: u64 = 10_000_000;
 const CLIENT_ROWS: u64 = 200_000;
@@ -46,8 +49,8 @@ fn main() {
     let cache = cache_dir();
     let t_all = Instant::now();
     eprintln!("bench: cache {}", cache.display());
-    let db1m = ensure_db(&cache, ROWS);
-    let db10m = ensure_db(&cache, BIG_ROWS);
+    let db1m = table::ensure_db(&cache, ROWS);
+    let db10m = table::ensure_db(&cache, BIG_ROWS);
 
     server_items(&mut report, &db1m, &db10m, &cache, quick);
     if std::env::var("ROWSTREAM_BENCH_SKIP_JS").as_deref() != Ok("1") && !only_throughput() {
@@ -68,47 +71,6 @@ fn cache_dir() -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rowstream-bench");
     std::fs::create_dir_all(&d).expect("create cache dir");
     d
-}
-
-/// `t(id INTEGER PRIMARY KEY, name TEXT, email TEXT, score REAL, created_at
-/// TEXT, note TEXT)`: six mixed columns, ~171 bytes of NDJSON per row (10% of
-/// `note` NULL). Generated once with one INSERT … SELECT over a recursive CTE
-/// (journal off), cached by row count.
-fn ensure_db(cache: &Path, rows: u64) -> PathBuf {
-    let path = cache.join(format!("t{rows}.sqlite"));
-    if path.exists() {
-        return path;
-    }
-    let t = Instant::now();
-    let tmp = cache.join(format!("t{rows}.sqlite.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let c = rusqlite::Connection::open(&tmp).expect("open tmp db");
-    c.execute_batch(
-        "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;
-         CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT, score REAL,
-                        created_at TEXT, note TEXT);",
-    )
-    .expect("schema");
-    c.execute(
-        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?1)
-         INSERT INTO t
-         SELECT i, 'Customer ' || i, 'customer.' || i || '@mail.example.com',
-                (i * 7919 % 1000003) / 100.0,
-                strftime('%Y-%m-%dT%H:%M:%SZ', 1700000000 + i * 37, 'unixepoch'),
-                CASE WHEN i % 10 = 0 THEN NULL ELSE 'priority ' || (i % 5) || ', region ' || (i % 13) END
-         FROM c",
-        [rows as i64],
-    )
-    .expect("generate rows");
-    c.execute_batch("PRAGMA journal_mode=WAL;").expect("wal");
-    drop(c);
-    std::fs::rename(&tmp, &path).expect("rename db");
-    eprintln!(
-        "bench: generated {} rows in {:.1} s",
-        rows,
-        t.elapsed().as_secs_f64()
-    );
-    path
 }
 
 // ───────────────────────────── HTTP client ─────────────────────────────

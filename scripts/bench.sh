@@ -34,6 +34,12 @@ cargo bench --features server --bench stream
 if [[ "${ROWSTREAM_BENCH_ONLY:-}" != throughput ]]; then
   cargo bench --features server,client --bench export
 fi
+# Issue 13: Content-Encoding of the 1M-row stream (identity, zstd, br, gzip)
+# on loopback and through a bandwidth-limiting relay at 1 Gbit/s and
+# 100 Mbit/s (writes its section of BENCHMARKS.md; ~3 min).
+if [[ "${ROWSTREAM_BENCH_ONLY:-}" != throughput ]]; then
+  cargo bench --features server --bench compression
+fi
 # Issue 12: PostgreSQL tenants and two instances (starts its own PostgreSQL
 # server; writes its section of BENCHMARKS.md).
 if [[ "${ROWSTREAM_BENCH_ONLY:-}" != throughput ]]; then

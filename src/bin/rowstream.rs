@@ -236,6 +236,8 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Without feature `client` serving is the only command.
+    #[cfg_attr(not(feature = "client"), allow(clippy::infallible_destructuring_match))]
     let args = match cli.command {
         Command::Serve(args) => args,
         #[cfg(feature = "client")]
