@@ -591,6 +591,44 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_write_like_serde_json_of_the_lossy_string() {
+        // Random byte strings biased towards what the scans look for:
+        // escapes, multi-byte characters, truncated and invalid sequences,
+        // at every length around the 16-byte blocks.
+        let pieces: [&[u8]; 10] = [
+            b"a",
+            b"\"",
+            b"\\",
+            b"\n",
+            b"\x01",
+            b"\x7f",
+            "é".as_bytes(),
+            "日".as_bytes(),
+            b"\xe6\x97",
+            b"\xff",
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let n = (next() % 48) as usize;
+            let mut t = Vec::new();
+            for _ in 0..n {
+                t.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            assert_eq!(
+                enc(ValueRef::Text(&t)),
+                serde_json::to_string(&String::from_utf8_lossy(&t)).unwrap(),
+                "{t:?}"
+            );
+        }
+    }
+
+    #[test]
     fn values_encode_like_json() {
         assert_eq!(enc(ValueRef::Integer(i64::MIN)), "-9223372036854775808");
         assert_eq!(enc(ValueRef::Integer(i64::MAX)), "9223372036854775807");
