@@ -1,11 +1,15 @@
-//! Request-body parsing exactly as the routes do it, exposed (hidden from the
-//! docs) for the cargo-fuzz targets in `fuzz/`: the route types are private.
+//! Request-body parsing exactly as the routes do it, and the SQLite row
+//! writer, exposed (hidden from the docs) for the cargo-fuzz targets in
+//! `fuzz/`: the route types are private, and the targets do not link rusqlite.
 
 use std::cell::RefCell;
 
 use super::routes::{CancelBody, FreshBody, ResumeBody};
-use super::sql::{bind_params, Params};
+use rusqlite::types::ValueRef;
+
+use super::sql::{bind_params, Params, RowWriter, Shape};
 use crate::core::digest::is_hex_of_len;
+use crate::core::protocol::Column;
 use crate::core::protocol::ErrorCode;
 
 /// What a body parsed as.
@@ -83,6 +87,48 @@ pub fn parse_request_body(bytes: &[u8], cancel: bool) -> Result<ParsedBody, Erro
             Err(b) => Err(ErrorCode::parse(&b.code).unwrap_or(ErrorCode::InternalError)),
         }
     })
+}
+
+/// One SQLite value, as the row writer reads it (`ValueRef` without rusqlite).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum SqlValue<'a> {
+    /// NULL.
+    Null,
+    /// INTEGER.
+    Integer(i64),
+    /// REAL.
+    Real(f64),
+    /// TEXT: any bytes (SQLite does not promise valid UTF-8).
+    Text(&'a [u8]),
+    /// BLOB.
+    Blob(&'a [u8]),
+}
+
+/// Writes one row exactly as the SQLite backend does: a [`RowWriter`] for
+/// columns with these names, shape `object` or `array`.
+#[doc(hidden)]
+pub fn write_sqlite_row(names: &[String], values: &[SqlValue<'_>], object: bool) -> Vec<u8> {
+    let columns: Vec<Column> = names
+        .iter()
+        .map(|n| Column {
+            name: n.clone(),
+            decl_type: String::new(),
+        })
+        .collect();
+    let shape = if object { Shape::Object } else { Shape::Array };
+    let mut out = Vec::new();
+    RowWriter::new(&columns, shape).write_values(
+        values.iter().map(|v| match *v {
+            SqlValue::Null => ValueRef::Null,
+            SqlValue::Integer(i) => ValueRef::Integer(i),
+            SqlValue::Real(f) => ValueRef::Real(f),
+            SqlValue::Text(t) => ValueRef::Text(t),
+            SqlValue::Blob(b) => ValueRef::Blob(b),
+        }),
+        &mut out,
+    );
+    out
 }
 
 #[cfg(test)]

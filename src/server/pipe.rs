@@ -169,6 +169,9 @@ struct PipeState<C: Clock> {
     ticks: Ticks,
     finished: bool,
     waker: Option<Waker>,
+    /// Producers waiting on `Pipe::space` (so a chunk taken by the body
+    /// makes a `notify` system call only when someone waits for it).
+    waiting_for_room: usize,
 }
 
 /// Where the producer's chunks go: straight into the queue, or through the
@@ -300,6 +303,7 @@ impl Pipe {
                 },
                 finished: false,
                 waker: None,
+                waiting_for_room: 0,
             }),
             space: Condvar::new(),
             clock,
@@ -498,11 +502,13 @@ impl Pipe {
             if ctl.is_stopped() {
                 return None;
             }
+            st.waiting_for_room += 1;
             st = self
                 .space
                 .wait_timeout(st, Duration::from_millis(100))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            st.waiting_for_room -= 1;
         }
         (!ctl.is_stopped()).then_some(st)
     }
@@ -559,11 +565,11 @@ impl Pipe {
         }
     }
 
-    /// The body took a chunk, leaving `queued`. A producer waiting for room
+    /// The body took a chunk (`st` is the state after it). A producer waiting for room
     /// is woken once the queue is half empty, not for every chunk: under
     /// backpressure it then fills two chunks per wake-up.
-    fn made_room(&self, queued: usize) {
-        if queued <= MAX_QUEUED_CHUNKS / 2 {
+    fn made_room(&self, st: &PipeState<SharedClock>) {
+        if st.waiting_for_room > 0 && st.queue.len() <= MAX_QUEUED_CHUNKS / 2 {
             self.space.notify_all();
         }
     }
@@ -628,7 +634,7 @@ impl Body for PipeBody {
             let wait_ms = {
                 let mut st = lock(&this.pipe.st);
                 if let Some(chunk) = st.queue.pop_front() {
-                    this.pipe.made_room(st.queue.len());
+                    this.pipe.made_room(&st);
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 if st.finished {
@@ -660,7 +666,7 @@ impl Body for PipeBody {
                     Some(d) if now >= d => {
                         this.pipe.tick_locked(&mut st);
                         if let Some(chunk) = st.queue.pop_front() {
-                            this.pipe.made_room(st.queue.len());
+                            this.pipe.made_room(&st);
                             return Poll::Ready(Some(Ok(Frame::data(chunk))));
                         }
                         None

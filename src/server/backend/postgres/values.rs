@@ -235,10 +235,8 @@ fn arr<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
 }
 
 fn write_text(b: &[u8], out: &mut Vec<u8>) {
-    match std::str::from_utf8(b) {
-        Ok(_) => write_json_str(out, b),
-        Err(_) => write_json_str(out, String::from_utf8_lossy(b).as_bytes()),
-    }
+    // The SQLite writer's: SIMD validation, lossy on invalid UTF-8.
+    crate::server::sql::write_text(out, b)
 }
 
 /// Copies valid JSON text without the whitespace between its tokens (a row

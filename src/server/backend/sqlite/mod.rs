@@ -8,6 +8,7 @@
 //! `snapshot_unavailable`).
 
 pub mod sql;
+mod text;
 
 use std::any::Any;
 use std::collections::BTreeMap;

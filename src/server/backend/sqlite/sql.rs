@@ -32,6 +32,8 @@ use rusqlite::{Connection, OpenFlags, Statement};
 use crate::core::protocol::{Column, ErrorBody, ErrorCode};
 pub use crate::server::backend::{Params, Shape};
 
+use super::text;
+
 /// Pragmas a streamed query may read (never with a value).
 const READ_ONLY_PRAGMAS: &[&str] = &[
     "application_id",
@@ -407,21 +409,7 @@ pub fn write_value(out: &mut Vec<u8>, v: ValueRef<'_>) {
         ValueRef::Null => out.extend_from_slice(b"null"),
         ValueRef::Integer(i) => out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
         ValueRef::Real(f) => write_f64(out, f),
-        ValueRef::Text(t) => {
-            // The clean prefix is ASCII, so it ends on a character boundary
-            // and only the rest needs UTF-8 validation.
-            let clean = clean_prefix(t);
-            if clean == t.len() {
-                out.reserve(t.len() + 2);
-                out.push(b'"');
-                out.extend_from_slice(t);
-                out.push(b'"');
-            } else if std::str::from_utf8(&t[clean..]).is_ok() {
-                write_json_str(out, t)
-            } else {
-                write_json_str(out, String::from_utf8_lossy(t).as_bytes())
-            }
-        }
+        ValueRef::Text(t) => write_text(out, t),
         ValueRef::Blob(b) => {
             out.push(b'"');
             let start = out.len();
@@ -443,15 +431,42 @@ pub fn write_f64(out: &mut Vec<u8>, f: f64) {
     }
 }
 
+/// Writes TEXT bytes as a JSON string: valid UTF-8 escaped like
+/// `serde_json`, invalid UTF-8 first replaced like `String::from_utf8_lossy`
+/// (SQLite does not promise valid UTF-8).
+#[inline]
+pub fn write_text(out: &mut Vec<u8>, t: &[u8]) {
+    if text::is_utf8(t) {
+        write_json_str(out, t)
+    } else {
+        write_json_str(out, String::from_utf8_lossy(t).as_bytes())
+    }
+}
+
 /// Writes `s` (valid UTF-8) as a JSON string, escaping like `serde_json`.
+#[inline]
 pub fn write_json_str(out: &mut Vec<u8>, s: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push(b'"');
-    // Most text needs no escape at all: skip it eight bytes at a time.
-    let clean = clean_prefix(s);
+    // Most text needs no escape at all: one scan, one copy.
+    let i = text::find_escape(s, 0);
+    if i == s.len() {
+        out.extend_from_slice(s);
+    } else {
+        write_escaped(out, s, i);
+    }
+    out.push(b'"');
+}
+
+/// The rest of [`write_json_str`] from the first byte to escape, `i`.
+#[cold]
+#[inline(never)]
+fn write_escaped(out: &mut Vec<u8>, s: &[u8], mut i: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut start = 0;
-    for (i, &b) in s.iter().enumerate().skip(clean) {
+    while i < s.len() {
+        out.extend_from_slice(&s[start..i]);
+        let b = s[i];
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -460,10 +475,8 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &[u8]) {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0..=0x1f => b"",
-            _ => continue,
+            _ => b"",
         };
-        out.extend_from_slice(&s[start..i]);
         if esc.is_empty() {
             out.extend_from_slice(b"\\u00");
             out.push(HEX[(b >> 4) as usize]);
@@ -472,41 +485,9 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &[u8]) {
             out.extend_from_slice(esc);
         }
         start = i + 1;
+        i = text::find_escape(s, start);
     }
     out.extend_from_slice(&s[start..]);
-    out.push(b'"');
-}
-
-/// The length of a prefix of `s` that is ASCII and needs no JSON escape (no
-/// `"`, `\\` or control byte): whole 8-byte words, tested a word at a time,
-/// up to the first word that fails; when none fails, the clean bytes of the
-/// tail too, so a clean string is returned whole. Callers take the bytes
-/// after it one at a time.
-fn clean_prefix(s: &[u8]) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // Exact as a yes/no test: some byte of `v` is zero.
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
-    let mut i = 0;
-    for w in s.chunks_exact(8) {
-        let x = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        // Some byte < 0x20: `x - 0x20…` borrows into a byte whose high bit
-        // `x` did not have.
-        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
-        if control
-            || x & HIGH != 0
-            || has_zero(x ^ (ONES * u64::from(b'"')))
-            || has_zero(x ^ (ONES * u64::from(b'\\')))
-        {
-            return i;
-        }
-        i += 8;
-    }
-    // The tail: bytes, with the same test.
-    let tail = s[i..]
-        .iter()
-        .position(|&b| !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\');
-    i + tail.unwrap_or(s.len() - i)
 }
 
 /// The runtime configuration table of a tenant database, read into a map
@@ -607,6 +588,44 @@ mod tests {
             enc(ValueRef::Text(s.as_bytes())),
             serde_json::to_string(s).unwrap()
         );
+    }
+
+    #[test]
+    fn arbitrary_bytes_write_like_serde_json_of_the_lossy_string() {
+        // Random byte strings biased towards what the scans look for:
+        // escapes, multi-byte characters, truncated and invalid sequences,
+        // at every length around the 16-byte blocks.
+        let pieces: [&[u8]; 10] = [
+            b"a",
+            b"\"",
+            b"\\",
+            b"\n",
+            b"\x01",
+            b"\x7f",
+            "é".as_bytes(),
+            "日".as_bytes(),
+            b"\xe6\x97",
+            b"\xff",
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let n = (next() % 48) as usize;
+            let mut t = Vec::new();
+            for _ in 0..n {
+                t.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            assert_eq!(
+                enc(ValueRef::Text(&t)),
+                serde_json::to_string(&String::from_utf8_lossy(&t)).unwrap(),
+                "{t:?}"
+            );
+        }
     }
 
     #[test]
