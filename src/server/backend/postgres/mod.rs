@@ -640,6 +640,20 @@ impl ToSql for RawParam<'_> {
     tokio_postgres::types::to_sql_checked!();
 }
 
+/// A statement's parameters in placeholder order: the client's, then a
+/// seek key's, then a row limit.
+fn sql_params<'a>(
+    args: &'a [JsonParam<'a>],
+    keys: &'a [RawParam<'a>],
+    limit: Option<&'a i64>,
+) -> Vec<&'a (dyn ToSql + Sync)> {
+    args.iter()
+        .map(|a| a as &(dyn ToSql + Sync))
+        .chain(keys.iter().map(|k| k as &(dyn ToSql + Sync)))
+        .chain(limit.map(|l| l as &(dyn ToSql + Sync)))
+        .collect()
+}
+
 /// Any column's raw bytes (`None` for NULL).
 struct Raw<'a>(Option<&'a [u8]>);
 
@@ -877,9 +891,7 @@ impl Session for PgSession {
                     let client = self.conn.client.clone();
                     let r = self.rt.block_on(async move {
                         let args: Vec<JsonParam<'_>> = values.iter().map(JsonParam).collect();
-                        let refs: Vec<&(dyn ToSql + Sync)> =
-                            args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-                        client.query_one(&stmt, &refs).await
+                        client.query_one(&stmt, &sql_params(&args, &[], None)).await
                     });
                     ctl.clear_interrupt();
                     match r {
@@ -1030,9 +1042,9 @@ impl PgSession {
                 let client = self.conn.client.clone();
                 let r = self.rt.block_on(async move {
                     let args: Vec<JsonParam<'_>> = values.iter().map(JsonParam).collect();
-                    let refs: Vec<&(dyn ToSql + Sync)> =
-                        args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-                    client.execute(&declare, &refs).await
+                    client
+                        .execute(&declare, &sql_params(&args, &[], None))
+                        .await
                 });
                 r.map_err(|e| db_error(&e))?;
                 self.cursor_open = true;
@@ -1154,13 +1166,9 @@ impl Fetcher {
                 self.rt.spawn(async move {
                     let args: Vec<JsonParam<'_>> = values.iter().map(JsonParam).collect();
                     let keys: Vec<RawParam<'_>> = key.iter().map(|k| RawParam(k)).collect();
-                    let refs: Vec<&(dyn ToSql + Sync)> = args
-                        .iter()
-                        .map(|a| a as &(dyn ToSql + Sync))
-                        .chain(keys.iter().map(|k| k as &(dyn ToSql + Sync)))
-                        .chain(std::iter::once(&limit as &(dyn ToSql + Sync)))
-                        .collect();
-                    let r = client.query(&stmt, &refs).await;
+                    let r = client
+                        .query(&stmt, &sql_params(&args, &keys, Some(&limit)))
+                        .await;
                     flag.store(false, Ordering::SeqCst);
                     (r, Instant::now())
                 })
