@@ -28,13 +28,17 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use rowstream::server::compress::{Coding, Compression, ZSTD_WINDOW_LOG};
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 
+use proc_util::{cpu_s, sh};
+
+#[path = "common/proc.rs"]
+mod proc_util;
 #[path = "common/table.rs"]
 mod table;
 
@@ -962,29 +966,6 @@ fn write_section(section: &str) {
 
 // ───────────────────────────── processes ─────────────────────────────
 
-fn sh(cmd: &str) -> String {
-    Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// CPU seconds (user + system) of a process, `self` or `thread-self`.
-fn cpu_s(which: &str) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{which}/stat")).unwrap_or_default();
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / clk_tck()
-}
-
-fn clk_tck() -> f64 {
-    static T: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *T.get_or_init(|| sh("getconf CLK_TCK").parse().unwrap_or(100.0))
-}
-
 /// `rowstream serve` (release) as a child process.
 struct Server {
     child: Child,
@@ -993,31 +974,7 @@ struct Server {
 
 impl Server {
     fn start(db: &Path) -> Server {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--audit-log",
-                "/dev/null",
-                "--db",
-            ])
-            .arg(db)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rowstream serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .expect("listening on")
-            .parse()
-            .expect("addr");
+        let (child, addr) = proc_util::spawn_serve(BIN, db, &[]);
         Server { child, addr }
     }
 }

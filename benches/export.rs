@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use proc_util::sh;
+
+#[path = "common/proc.rs"]
+mod proc_util;
 #[path = "common/table.rs"]
 mod table;
 
@@ -246,14 +250,6 @@ fn tick(ok: bool) -> &'static str {
     }
 }
 
-fn sh(cmd: &str) -> String {
-    Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
 /// `rowstream serve` (release) as a child process.
 struct Server {
     child: Child,
@@ -262,32 +258,8 @@ struct Server {
 
 impl Server {
     fn start(db: &Path) -> Server {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--audit-log",
-                "/dev/null",
-                "--db",
-            ])
-            .arg(db)
-            .args(["--set", "stream.snapshot.ttl_ms=600000"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rowstream serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .expect("listening on")
-            .parse()
-            .expect("addr");
+        let (child, addr) =
+            proc_util::spawn_serve(BIN, db, &["--set", "stream.snapshot.ttl_ms=600000"]);
         Server { child, addr }
     }
 }

@@ -10,6 +10,10 @@
 //! `cargo bench --features server --bench postgres`.
 //! `ROWSTREAM_BENCH_QUICK=1` runs fewer repetitions and no 10M-row table.
 
+#[path = "common/proc.rs"]
+mod proc_util;
+use proc_util::sh;
+
 #[path = "../tests/pg_common/mod.rs"]
 mod pg_common;
 
@@ -248,14 +252,6 @@ fn postgres_cpu_s() -> f64 {
         });
     }
     ticks / 100.0
-}
-
-fn sh(cmd: &str) -> String {
-    Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
 }
 
 fn curl_spawn(url: &str, body: &str) -> Child {

@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use proc_util::{cpu_s, sh};
+
+#[path = "common/proc.rs"]
+mod proc_util;
 #[path = "common/table.rs"]
 mod table;
 
@@ -522,21 +526,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// CPU seconds (user + system) of a process or `thread-self`, from `/proc/…/stat`.
-fn cpu_s(which: &str) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{which}/stat")).unwrap_or_default();
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / clk_tck()
-}
-
-fn clk_tck() -> f64 {
-    static T: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *T.get_or_init(|| sh("getconf CLK_TCK").parse().unwrap_or(100.0))
 }
 
 fn proc_status_kib(pid: u32, key: &str) -> u64 {
@@ -1558,14 +1547,6 @@ struct Report {
     load_start: String,
     started: String,
     total_s: f64,
-}
-
-fn sh(cmd: &str) -> String {
-    Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
 }
 
 fn loadavg() -> String {
