@@ -262,6 +262,56 @@ impl<C: Clock> ChunkProducer<C> {
         }
     }
 
+    /// Flushes the buffered rows when a row line of `line_len` bytes (without
+    /// its newline) would not fit after them, as [`ChunkProducer::push_row`]
+    /// does before it appends.
+    pub(crate) fn make_room_for<S: ChunkSink>(
+        &mut self,
+        line_len: usize,
+        sink: &mut S,
+    ) -> Result<(), S::Error> {
+        if !self.buf.is_empty() && self.buf.len() + line_len + 1 > self.limits.buffer_bytes {
+            self.flush_with(FlushReason::Bytes, sink)?;
+        }
+        Ok(())
+    }
+
+    /// Appends `rows` whole row lines at once (`lines`: each with its
+    /// newline), sized by the caller like [`ChunkProducer::push_row_in_batch`]
+    /// would take them one by one: they fit after the buffered bytes (or are
+    /// one line into an empty buffer) and do not pass the row cap. Flushes on
+    /// the byte or row cap it reaches; the latency cap is the caller's, as
+    /// with `push_row_in_batch`.
+    pub(crate) fn push_rows_in_batch<S: ChunkSink>(
+        &mut self,
+        lines: &[u8],
+        rows: u32,
+        sink: &mut S,
+    ) -> Result<(), S::Error> {
+        if rows == 0 {
+            return Ok(());
+        }
+        debug_assert!(lines.ends_with(b"\n"));
+        debug_assert!(self.rows_buffered + rows <= self.limits.max_rows);
+        debug_assert!(
+            self.buf.is_empty() && rows == 1
+                || self.buf.len() + lines.len() <= self.limits.buffer_bytes
+        );
+        self.buf.extend_from_slice(lines);
+        self.totals.rows += u64::from(rows);
+        self.rows_buffered += rows;
+        if self.first_row_at.is_none() {
+            self.first_row_at = Some(self.clock.now_ms());
+        }
+        if self.buf.len() >= self.limits.buffer_bytes {
+            self.flush_with(FlushReason::Bytes, sink)
+        } else if self.rows_buffered >= self.limits.max_rows {
+            self.flush_with(FlushReason::Rows, sink)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Appends a control line (`open`, `error`, `end`, `heartbeat`, ...). It
     /// does not count toward the row cap and does not start the latency clock,
     /// but it never splits and respects the byte cap.

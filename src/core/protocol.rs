@@ -7,6 +7,7 @@ use thiserror::Error;
 use super::clock::Clock;
 use super::close::CloseReason;
 use super::digest::{hex_digests_equal, is_hex_of_len, strip_newline, PrefixHasher};
+use super::framer::memchr;
 use super::producer::{ChunkProducer, ChunkSink, ProducerTotals};
 
 /// Protocol version this crate speaks.
@@ -340,6 +341,57 @@ impl<C: Clock> StreamEncoder<C> {
         self.hasher.update_line(line);
         self.row_count += 1;
         self.producer.push_row_in_batch(line, sink)
+    }
+
+    /// Like [`StreamEncoder::batch_row_line`] for each of the complete row
+    /// lines at the start of `block` (`{"row":…}\n` lines), taken as one
+    /// run up to where the chunk being built fills: hashes and counts each
+    /// line, calls `on_row` after each (it sees the hasher and row count
+    /// after that row; the lines reach the producer at the end of the run),
+    /// then copies the run into the producer at once. Flushes at most twice
+    /// (the rows buffered before, then the full chunk), so a caller that
+    /// waits for room in its chunk queue between calls keeps it bounded.
+    /// Returns the bytes taken: whole lines, 0 when `block` holds none.
+    /// The chunks, digest and counts are the same as line by line.
+    pub fn batch_row_lines<S: ChunkSink>(
+        &mut self,
+        block: &[u8],
+        sink: &mut S,
+        mut on_row: impl FnMut(&Self),
+    ) -> Result<usize, S::Error> {
+        let Some(first) = memchr(b'\n', block) else {
+            return Ok(0);
+        };
+        self.producer.make_room_for(first, sink)?;
+        let limits = self.producer.limits();
+        let base = self.producer.buffered_bytes();
+        let rows_room = limits
+            .max_rows
+            .saturating_sub(self.producer.buffered_rows())
+            .max(1);
+        let mut taken = 0;
+        let mut rows = 0u32;
+        let mut next = Some(first);
+        while let Some(i) = next {
+            let end = taken + i;
+            if rows > 0 && base + end + 1 > limits.buffer_bytes {
+                break;
+            }
+            let line = &block[taken..end];
+            debug_assert!(line.starts_with(ROW_PREFIX) && line.ends_with(b"}"));
+            self.hasher.update_line(line);
+            self.row_count += 1;
+            rows += 1;
+            taken = end + 1;
+            on_row(self);
+            if rows >= rows_room || base + taken >= limits.buffer_bytes {
+                break;
+            }
+            next = memchr(b'\n', &block[taken..]);
+        }
+        self.producer
+            .push_rows_in_batch(&block[..taken], rows, sink)?;
+        Ok(taken)
     }
 
     /// Writes one row from raw JSON bytes of its value.
@@ -1158,5 +1210,93 @@ mod tests {
         assert_eq!(end.prefix_hash, full_end.prefix_hash);
         assert!(v.is_complete());
         assert_eq!((v.rows(), v.resumes()), (100, 1));
+    }
+
+    #[test]
+    fn batched_row_lines_make_the_same_chunks_digest_and_checkpoints_as_one_by_one() {
+        use crate::core::producer::ProducerLimits;
+        // Lines of many lengths, one longer than the whole buffer, so runs
+        // end on the byte cap, on the row cap, before and after an oversized
+        // line; the block is fed in pieces cut anywhere, as the ring does.
+        let lines: Vec<Vec<u8>> = (0..60)
+            .map(|i: usize| {
+                let v = if i == 17 {
+                    "x".repeat(90)
+                } else {
+                    "é".repeat(i % 9)
+                };
+                format!(r#"{{"row":{{"i":{i},"s":"{v}"}}}}"#).into_bytes()
+            })
+            .collect();
+        let block: Vec<u8> = lines
+            .iter()
+            .flat_map(|l| l.iter().copied().chain([b'\n']))
+            .collect();
+        let caps = (30..130)
+            .map(|b| (b, 1000))
+            .chain([(64, 3), (1 << 16, 7), (1, 1)]);
+        for (buffer_bytes, max_rows) in caps {
+            let enc = || {
+                let limits = ProducerLimits {
+                    buffer_bytes,
+                    max_rows,
+                    max_latency_ms: 1000,
+                };
+                StreamEncoder::new(
+                    ChunkProducer::with_limits(limits, FakeClock::new(0)),
+                    PrefixHasher::new(),
+                    0,
+                    "l",
+                )
+            };
+            let mut one = enc();
+            let mut one_chunks: Vec<Vec<u8>> = Vec::new();
+            let mut one_marks = Vec::new();
+            for l in &lines {
+                one.batch_row_line(l, &mut one_chunks).unwrap();
+                if one.row_count() % 4 == 0 {
+                    one_marks.push((one.row_count(), one.hasher().hex_digest()));
+                }
+            }
+            one.producer().flush(&mut one_chunks).unwrap();
+            for cut in [0, 1, 30, 31, 250, block.len() / 2, block.len()] {
+                let mut run = enc();
+                let mut chunks: Vec<Vec<u8>> = Vec::new();
+                let mut marks = Vec::new();
+                let mut on_row = |e: &StreamEncoder<FakeClock>| {
+                    if e.row_count() % 4 == 0 {
+                        marks.push((e.row_count(), e.hasher().hex_digest()));
+                    }
+                };
+                let (a, b) = block.split_at(cut);
+                let mut pending = Vec::new();
+                for piece in [a, b] {
+                    pending.extend_from_slice(piece);
+                    let mut done = 0;
+                    loop {
+                        let took = run
+                            .batch_row_lines(&pending[done..], &mut chunks, &mut on_row)
+                            .unwrap();
+                        if took == 0 {
+                            break;
+                        }
+                        done += took;
+                    }
+                    pending.drain(..done);
+                }
+                assert!(pending.is_empty());
+                run.producer().flush(&mut chunks).unwrap();
+                let ctx = format!("buffer {buffer_bytes}, max_rows {max_rows}, cut {cut}");
+                assert_eq!(chunks, one_chunks, "{ctx}");
+                assert_eq!(marks, one_marks, "{ctx}");
+                assert_eq!(run.row_count(), 60, "{ctx}");
+                assert_eq!(
+                    run.hasher().hex_digest(),
+                    one.hasher().hex_digest(),
+                    "{ctx}"
+                );
+                assert_eq!(run.producer().totals(), one.producer().totals(), "{ctx}");
+            }
+        }
     }
 }

@@ -435,8 +435,8 @@ impl Pipe {
 
     /// Encodes every complete row line of `a` then `b` (the two halves of a
     /// ring buffer's readable region: newline-terminated `{"row":…}` lines,
-    /// one of which may straddle the halves) under one lock, waiting for room
-    /// in the queue between rows. `on_row` sees the encoder after each row
+    /// one of which may straddle the halves) under one lock, a chunk's worth of
+    /// lines at a time, waiting for room in the queue between chunks. `on_row` sees the encoder after each row
     /// (checkpoints). Returns the row count after the last line, or `None`
     /// when `ctl` was stopped.
     pub fn push_lines(
@@ -448,27 +448,27 @@ impl Pipe {
         mut on_row: impl FnMut(&StreamEncoder<SharedClock>),
     ) -> Option<u64> {
         let mut st = lock(&self.st);
-        let mut push = |st, line: &[u8]| self.push_line_locked(ctl, st, line, &mut on_row);
-        // The tail of `a` (if any) is the start of `b`'s first line.
-        let mut carry: &[u8] = &[];
-        for half in [a, b] {
-            let mut rest = half;
-            while let Some(i) = memchr::memchr(b'\n', rest) {
-                let line = if carry.is_empty() {
-                    &rest[..i]
-                } else {
-                    scratch.clear();
-                    scratch.extend_from_slice(carry);
-                    scratch.extend_from_slice(&rest[..i]);
-                    carry = &[];
-                    &scratch[..]
-                };
-                st = push(st, line)?;
-                rest = &rest[i + 1..];
-            }
-            carry = rest;
+        let (s, took) = self.push_run(ctl, st, a, &mut on_row)?;
+        st = s;
+        let tail = &a[took..];
+        let mut b = b;
+        if !tail.is_empty() {
+            // The line straddling the ring's two halves, in one piece.
+            let Some(i) = memchr::memchr(b'\n', b) else {
+                debug_assert!(false, "the ring holds whole lines");
+                return None;
+            };
+            scratch.clear();
+            scratch.extend_from_slice(tail);
+            scratch.extend_from_slice(&b[..=i]);
+            b = &b[i + 1..];
+            let (s, took) = self.push_run(ctl, st, scratch, &mut on_row)?;
+            debug_assert_eq!(took, scratch.len());
+            st = s;
         }
-        debug_assert!(carry.is_empty(), "the ring holds whole lines");
+        let (s, took) = self.push_run(ctl, st, b, &mut on_row)?;
+        debug_assert_eq!(took, b.len(), "the ring holds whole lines");
+        st = s;
         // The latency cap, once per batch.
         self.with_locked(&mut st, |enc, sink| {
             let _ = enc.producer().flush_if_due(sink);
@@ -476,19 +476,30 @@ impl Pipe {
         })
     }
 
-    fn push_line_locked<'g>(
+    /// Encodes the whole lines of `block`, a chunk's worth at a time,
+    /// waiting for room in the queue before each; returns the bytes taken
+    /// (all but a partial last line).
+    fn push_run<'g>(
         &self,
         ctl: &StreamCtl,
-        st: MutexGuard<'g, PipeState<SharedClock>>,
-        line: &[u8],
+        mut st: MutexGuard<'g, PipeState<SharedClock>>,
+        block: &[u8],
         on_row: &mut impl FnMut(&StreamEncoder<SharedClock>),
-    ) -> Option<MutexGuard<'g, PipeState<SharedClock>>> {
-        let mut st = self.lock_with_room(ctl, st)?;
-        self.with_locked(&mut st, |enc, sink| {
-            let _ = enc.batch_row_line(line, sink);
-            on_row(enc);
-        })?;
-        Some(st)
+    ) -> Option<(MutexGuard<'g, PipeState<SharedClock>>, usize)> {
+        let mut done = 0;
+        loop {
+            st = self.lock_with_room(ctl, st)?;
+            let took = self.with_locked(&mut st, |enc, sink| {
+                match enc.batch_row_lines(&block[done..], sink, &mut *on_row) {
+                    Ok(took) => took,
+                    Err(never) => match never {},
+                }
+            })?;
+            if took == 0 {
+                return Some((st, done));
+            }
+            done += took;
+        }
     }
 
     /// Waits (on the lock `st`) until the queue has room; `None` once `ctl`
