@@ -77,8 +77,8 @@ pub const ZSTD_WINDOW_LOG: u32 = 23;
 /// its time in a profile of a 1M-row stream); a fresh frame at each window
 /// keeps every block on the fast path and costs a few hundred bytes of
 /// history per 8 MiB. Decoders read the frames one after another (RFC 8878
-/// §3.1: a zstd body may hold several frames; browsers', tower-http's and
-/// the `zstd` crate's decoders do).
+/// §3.1: a zstd body may hold several frames; Chromium in the e2e test, the
+/// `zstd` crate and the `zstd` CLI do).
 pub const ZSTD_FRAME_INPUT: usize = 1 << ZSTD_WINDOW_LOG;
 /// brotli's window: 2^18 = 256 KiB. The Rust port sets up its ring buffer
 /// and hash tables for the whole window before the first byte comes out: at
