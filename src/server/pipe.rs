@@ -435,10 +435,10 @@ impl Pipe {
 
     /// Encodes every complete row line of `a` then `b` (the two halves of a
     /// ring buffer's readable region: newline-terminated `{"row":…}` lines,
-    /// one of which may straddle the halves) under one lock, a chunk's worth of
-    /// lines at a time, waiting for room in the queue between chunks. `on_row` sees the encoder after each row
-    /// (checkpoints). Returns the row count after the last line, or `None`
-    /// when `ctl` was stopped.
+    /// one of which may straddle the halves) under one lock, a chunk's worth
+    /// of lines at a time, waiting for room in the queue between chunks.
+    /// `on_row` sees the encoder after each row (checkpoints). Returns the
+    /// row count after the last line, or `None` when `ctl` was stopped.
     pub fn push_lines(
         &self,
         ctl: &StreamCtl,
