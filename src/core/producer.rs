@@ -248,8 +248,14 @@ impl<C: Clock> ChunkProducer<C> {
         sink: &mut S,
     ) -> Result<(), S::Error> {
         self.append(line, sink)?;
-        self.totals.rows += 1;
-        self.rows_buffered += 1;
+        self.rows_appended(1, sink)
+    }
+
+    /// Counts `rows` rows just appended to the buffer, starts the latency
+    /// clock at the first, and flushes on the byte or row cap they reached.
+    fn rows_appended<S: ChunkSink>(&mut self, rows: u32, sink: &mut S) -> Result<(), S::Error> {
+        self.totals.rows += u64::from(rows);
+        self.rows_buffered += rows;
         if self.first_row_at.is_none() {
             self.first_row_at = Some(self.clock.now_ms());
         }
@@ -298,18 +304,7 @@ impl<C: Clock> ChunkProducer<C> {
                 || self.buf.len() + lines.len() <= self.limits.buffer_bytes
         );
         self.buf.extend_from_slice(lines);
-        self.totals.rows += u64::from(rows);
-        self.rows_buffered += rows;
-        if self.first_row_at.is_none() {
-            self.first_row_at = Some(self.clock.now_ms());
-        }
-        if self.buf.len() >= self.limits.buffer_bytes {
-            self.flush_with(FlushReason::Bytes, sink)
-        } else if self.rows_buffered >= self.limits.max_rows {
-            self.flush_with(FlushReason::Rows, sink)
-        } else {
-            Ok(())
-        }
+        self.rows_appended(rows, sink)
     }
 
     /// Appends a control line (`open`, `error`, `end`, `heartbeat`, ...). It
