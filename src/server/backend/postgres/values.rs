@@ -29,7 +29,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use tokio_postgres::types::{Kind, Type};
 
-use crate::server::sql::{write_f64, write_json_str};
+use crate::server::sql::{write_f32, write_f64, write_json_str};
 
 /// How one column's values are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,14 +120,7 @@ impl ValueWriter {
             W::Int4 => out.extend_from_slice(itoa.format(i32::from_be_bytes(arr(b)?)).as_bytes()),
             W::Int8 => out.extend_from_slice(itoa.format(i64::from_be_bytes(arr(b)?)).as_bytes()),
             W::Oid => out.extend_from_slice(itoa.format(u32::from_be_bytes(arr(b)?)).as_bytes()),
-            W::Float4 => {
-                let f = f32::from_be_bytes(arr(b)?);
-                if f.is_finite() {
-                    out.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes());
-                } else {
-                    out.extend_from_slice(b"null");
-                }
-            }
+            W::Float4 => write_f32(out, f32::from_be_bytes(arr(b)?)),
             W::Float8 => write_f64(out, f64::from_be_bytes(arr(b)?)),
             W::Numeric => write_numeric(b, out)?,
             W::Text => write_text(b, out),
