@@ -35,9 +35,9 @@ use super::pipe::StreamCtl;
 
 /// Ring size: room for a few chunks of rows while the encoder waits on a
 /// slow reader or is descheduled.
-pub(crate) const RING_BYTES: usize = 128 * 1024;
+pub(crate) const RING_BYTES: usize = 256 * 1024;
 /// The encoder wakes for a batch of this many bytes.
-pub(crate) const WAKE_BYTES: usize = 32 * 1024;
+pub(crate) const WAKE_BYTES: usize = 128 * 1024;
 /// The longest a published line waits for the encoder.
 pub(crate) const BATCH_WAIT: Duration = Duration::from_millis(1);
 /// Empty rounds (of up to [`BATCH_WAIT`]) before the encoder asks to be woken
